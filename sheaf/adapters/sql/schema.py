@@ -1,0 +1,145 @@
+"""The relational schema, as SQLAlchemy Core tables shared by every SQL backend.
+
+Migrations under `sql/migrations/` create exactly these tables; a test compares them.
+Vectors are stored portably as little-endian float32 bytes (`LargeBinary`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # SQLite values written by SQL, not by SQLAlchemy
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)  # type: ignore[no-any-return]
+
+
+LIVE = text("status <> 'deleted'")
+
+documents = Table(
+    "documents",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("collection", String(128), nullable=False),
+    Column("filename", String(512), nullable=False),
+    Column("content_type", String(128), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("blob_key", String(256), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer, nullable=False),
+    Column("lease_owner", String(256)),
+    Column("lease_token", String(36)),
+    Column("lease_expires_at", UTCDateTime),
+    Column("not_before", UTCDateTime),
+    Column("dispatch_seq", Integer, nullable=False, server_default="0"),
+    Column("last_dispatched_at", UTCDateTime),
+    Column("current_stage", String(32)),
+    Column("last_error", Text),
+    Column("error_code", String(64)),
+    Column("error_kind", String(16)),
+    Column("chunk_count", Integer, nullable=False, server_default="0"),
+    Column("page_count", Integer),
+    Column("chunks_token", String(36)),  # the lease whose chunks are the live ones
+    Column("embedding_model", String(128)),
+    Column("embedding_dimensions", Integer),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("completed_at", UTCDateTime),
+    Column("deleted_at", UTCDateTime),
+    Column("purged_at", UTCDateTime),
+    # One live document per content per collection; tombstones release their slot.
+    Index(
+        "uq_documents_collection_sha256_live",
+        "collection",
+        "sha256",
+        unique=True,
+        sqlite_where=LIVE,
+        postgresql_where=LIVE,
+        mssql_where=LIVE,
+    ),
+    # Claim scan: ready queued rows, oldest first.
+    Index("ix_documents_status_not_before", "status", "not_before", "created_at"),
+    # Expiry scan: processing rows by lease expiry.
+    Index("ix_documents_status_lease_expires", "status", "lease_expires_at"),
+    # Reconcile scan: queued rows by last dispatch.
+    Index("ix_documents_status_last_dispatched", "status", "last_dispatched_at"),
+    # Listing a collection newest first.
+    Index("ix_documents_collection_created", "collection", "created_at", "id"),
+    Index("ix_documents_blob_key", "blob_key"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("document_id", String(36), ForeignKey("documents.id"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("lease_token", String(36), nullable=False, unique=True),
+    Column("worker_id", String(256), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime),
+    Column("outcome", String(16), nullable=False),
+    Column("stage", String(32)),
+    Column("error_code", String(64)),
+    Column("error", Text),
+    Column("stage_seconds", Text),  # JSON object {stage: seconds}
+    Index("ix_attempts_document", "document_id", "id"),
+)
+
+chunks = Table(
+    "chunks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("document_id", String(36), ForeignKey("documents.id"), nullable=False),
+    Column("collection", String(128), nullable=False),
+    Column("lease_token", String(36), nullable=False),
+    Column("ordinal", Integer, nullable=False),
+    Column("page_start", Integer, nullable=False),
+    Column("page_end", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("dimensions", Integer, nullable=False),
+    Column("embedding", LargeBinary, nullable=False),
+    Index("ix_chunks_document_token", "document_id", "lease_token", "ordinal"),
+    Index("ix_chunks_collection_model", "collection", "model"),
+)

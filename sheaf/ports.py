@@ -1,0 +1,190 @@
+"""The ports: one small Protocol per external system.
+
+Services depend on these and nothing else; each backend is one adapter module under
+`sheaf.adapters`, and every port has an in-memory fake in `sheaf.testing` that passes the
+same contract tests as the real adapters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from sheaf.domain.models import (
+    AcquireResult,
+    Cleanup,
+    Completion,
+    Dispatch,
+    Document,
+    EmbeddedChunk,
+    ErrorInfo,
+    Lease,
+    NewDocument,
+    Page,
+    ReleaseOutcome,
+    ReleaseResult,
+    SearchHit,
+    Stats,
+    Status,
+)
+
+
+class LeaseStore(Protocol):
+    """The lease contract of ARCHITECTURE.md §3 — same names and meaning on every backend.
+
+    All times are decided by the database clock. Raises `LeaseLost` from the write
+    methods when the token no longer matches the row.
+    """
+
+    async def acquire_document_lease(
+        self, document_id: str, worker_id: str, lease_seconds: float
+    ) -> AcquireResult: ...
+
+    async def renew_document_lease(
+        self, document_id: str, lease_token: str, lease_seconds: float, stage: str
+    ) -> bool:
+        """True while the token matches; False means: stop working on it at once."""
+        ...
+
+    async def release_document_lease(
+        self,
+        document_id: str,
+        lease_token: str,
+        outcome: ReleaseOutcome,
+        error: ErrorInfo | None = None,
+        retry_delay: float = 0.0,
+    ) -> ReleaseResult: ...
+
+    async def find_expired_leases(self, limit: int) -> list[Dispatch]:
+        """Re-queue (or fail, when attempts are exhausted) rows whose lease expired."""
+        ...
+
+    async def claim_queued_documents(
+        self, worker_id: str, lease_seconds: float, limit: int
+    ) -> list[Lease]: ...
+
+    async def claim_stale_dispatches(self, older_than: float, limit: int) -> list[Dispatch]: ...
+
+    async def write_chunks(self, lease: Lease, chunks: Sequence[EmbeddedChunk]) -> None:
+        """Stage one batch of chunks under the lease; invisible until `complete`."""
+        ...
+
+    async def complete(self, lease: Lease, completion: Completion) -> None:
+        """The one completion transaction: fence on the token, swap chunks, record, done."""
+        ...
+
+
+class DocumentRepository(Protocol):
+    """Everything about documents that is not the lease contract."""
+
+    async def create_document(self, doc: NewDocument) -> tuple[Document, bool]:
+        """Insert a queued row; on an existing live (collection, sha256) return that one.
+
+        The bool is True when this call created the row.
+        """
+        ...
+
+    async def get_document(self, document_id: str, *, history: bool = True) -> Document | None: ...
+
+    async def list_documents(
+        self,
+        collection: str | None,
+        status: Status | None,
+        after: str | None,
+        limit: int,
+    ) -> list[Document]:
+        """Newest first by (created_at, id); `after` is the id of the last row already seen."""
+        ...
+
+    async def delete_document(self, document_id: str) -> Document | None:
+        """Tombstone: status `deleted` and lease cleared in one statement."""
+        ...
+
+    async def retry_document(self, document_id: str) -> Document | None:
+        """`failed` → `queued` with fresh attempts and a bumped `dispatch_seq`; else unchanged."""
+        ...
+
+    async def stats(self) -> Stats: ...
+
+    async def pending_cleanups(self, limit: int) -> list[Cleanup]: ...
+
+    async def purge_document(self, document_id: str) -> None:
+        """Remove a tombstone's chunks and mark it purged (its blob is already gone)."""
+        ...
+
+    async def known_blob_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of these blob keys a document row still names."""
+        ...
+
+
+class VectorIndex(Protocol):
+    async def search(
+        self, collection: str, vector: Sequence[float], model: str, k: int
+    ) -> list[SearchHit]:
+        """Exact nearest chunks of `completed` documents embedded by `model`."""
+        ...
+
+
+class DocumentStore(LeaseStore, DocumentRepository, VectorIndex, Protocol):
+    """The SQL database: the three ports one relational backend provides together."""
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    key: str
+    size: int
+    modified: datetime
+
+
+class BlobStore(Protocol):
+    async def put(self, key: str, chunks: AsyncIterator[bytes]) -> int:
+        """Store the stream atomically under `key`; return its size. Nothing partial stays."""
+        ...
+
+    async def download(self, key: str, dest: Path) -> int:
+        """Stream the blob into the local file `dest`; raise `BlobNotFound` if absent."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Idempotent."""
+        ...
+
+    def list(self, prefix: str = "") -> AsyncIterator[BlobInfo]: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MessageBus(Protocol):
+    """Wake-up messages. The database is the source of truth; a lost message is harmless."""
+
+    enabled: bool
+
+    async def send(self, dispatches: Sequence[Dispatch]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Extractor(Protocol):
+    def extract(self, path: Path, content_type: str) -> list[Page]:
+        """Pages of text. Raises a `PermanentError` subclass for documents that never will."""
+        ...
+
+
+class Embedder(Protocol):
+    model: str
+    dimensions: int
+
+    async def embed(self, texts: Sequence[str]) -> list[tuple[float, ...]]:
+        """Unit-length vectors, one per text, in order."""
+        ...
+
+    async def close(self) -> None: ...

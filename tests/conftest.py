@@ -1,0 +1,55 @@
+"""Shared fixtures: real services when they are reachable, required when CI=true.
+
+A test that needs PostgreSQL asks for `postgres_url`: it gets a fresh, migrated database
+of its own for the whole session (dropped afterwards). Where the server is unreachable the
+test is skipped with the reason shown in the summary, except under CI=true, where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+PG_ADMIN_DSN = os.environ.get("SHEAF_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_service(name: str, reason: str) -> None:
+    """Skip with a visible reason locally; fail in CI, where every service must be there."""
+    message = f"{name} unavailable: {reason}"
+    if IN_CI:
+        pytest.fail(f"{message} (required because CI=true)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A libpq DSN of a fresh empty database, dropped at the end of the session."""
+    try:
+        import psycopg2
+    except ImportError:  # pragma: no cover - dev extra missing
+        require_service("PostgreSQL", "psycopg2 is not installed (pip install -e '.[dev]')")
+    try:
+        admin = psycopg2.connect(PG_ADMIN_DSN, connect_timeout=3)
+    except psycopg2.OperationalError as exc:
+        require_service("PostgreSQL", f"cannot connect to {PG_ADMIN_DSN}: {exc}".strip())
+    admin.autocommit = True
+    name = f"sheaf_test_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_dsn: str) -> str:
+    """The same database as a SQLAlchemy async URL."""
+    return postgres_dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
