@@ -15,6 +15,7 @@ from typing import Protocol
 
 from sheaf.domain.models import (
     AcquireResult,
+    Chunk,
     Cleanup,
     Completion,
     Dispatch,
@@ -117,6 +118,10 @@ class DocumentRepository(Protocol):
 
     async def known_blob_keys(self, keys: Sequence[str]) -> set[str]:
         """Which of these blob keys a document row still names."""
+        ...
+
+    async def document_chunks(self, document_id: str) -> list[Chunk]:
+        """The live chunks of a document (those its completion made visible), in order."""
         ...
 
 
