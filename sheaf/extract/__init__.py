@@ -1,0 +1,42 @@
+"""Text extraction: the `Extractor` port's local implementation.
+
+`LocalExtractor` holds nothing but limits, does no I/O until called and can be pickled,
+so the worker can run it in a child process, where a parser that crashes or loops on a
+hostile file (bad-inputs.md) takes down only that child. Each format module documents
+the `ExtractionError` codes it raises; all of them are permanent failures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sheaf.domain.models import ContentType, Page
+from sheaf.errors import ExtractionError
+from sheaf.extract.docx import ZipLimits, extract_docx
+from sheaf.extract.pdf import extract_pdf
+from sheaf.extract.text import extract_text
+
+__all__ = ["LocalExtractor", "ZipLimits"]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalExtractor:
+    """Dispatch on the content type decided at upload (by magic bytes, never by name)."""
+
+    zip_limits: ZipLimits = field(default_factory=ZipLimits)
+
+    def extract(self, path: Path, content_type: str) -> list[Page]:
+        """Pages of text; raises `ExtractionError` for files that can never be read."""
+        try:
+            kind = ContentType(content_type)
+        except ValueError as exc:
+            raise ExtractionError(
+                f"Sheaf cannot extract text from content type {content_type!r}.",
+                code="unsupported_type",
+            ) from exc
+        if kind is ContentType.PDF:
+            return extract_pdf(path)
+        if kind is ContentType.DOCX:
+            return extract_docx(path, self.zip_limits)
+        return extract_text(path)

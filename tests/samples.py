@@ -1,0 +1,79 @@
+"""Small, real sample documents built in memory, for any test that needs a file.
+
+Each generator returns the bytes of a genuine file of its kind (fpdf2 for PDF,
+python-docx for DOCX), so the code under test meets what users upload rather than a
+hand-written imitation. Helpers for broken variants live next to the healthy ones.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import zipfile
+
+import docx
+from fpdf import FPDF
+from pypdf import PdfReader, PdfWriter
+
+
+def make_pdf(pages: list[str]) -> bytes:
+    """A PDF with one page per string, each holding that string as real text."""
+    pdf = FPDF()
+    pdf.set_font("Helvetica", size=12)
+    for text in pages:
+        pdf.add_page()
+        if text:
+            pdf.multi_cell(0, 8, text)
+    return bytes(pdf.output())
+
+
+def encrypt_pdf(data: bytes, user_password: str, owner_password: str | None = None) -> bytes:
+    """The same PDF encrypted (AES-256); an empty `user_password` opens without asking."""
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(data)))
+    writer.encrypt(user_password, owner_password, algorithm="AES-256")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def make_docx(paragraphs: list[str], table: list[list[str]] | None = None) -> bytes:
+    """A DOCX with the paragraphs in order; `table` (rows of cells), if given, sits
+    between the first half of the paragraphs and the rest, e.g. [a, b] → a, table, b."""
+    document = docx.Document()
+    split = (len(paragraphs) + 1) // 2
+    for text in paragraphs[:split]:
+        document.add_paragraph(text)
+    if table:
+        grid = document.add_table(rows=len(table), cols=max(len(row) for row in table))
+        for row_cells, row in zip(grid.rows, table, strict=True):
+            for cell, text in zip(row_cells.cells, row, strict=False):
+                cell.text = text
+    for text in paragraphs[split:]:
+        document.add_paragraph(text)
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def make_utf16_text(text: str, *, big_endian: bool = False) -> bytes:
+    """UTF-16 text with its byte-order mark, as Windows tools like to write it."""
+    if big_endian:
+        return codecs.BOM_UTF16_BE + text.encode("utf-16-be")
+    return codecs.BOM_UTF16_LE + text.encode("utf-16-le")
+
+
+def make_zip(members: dict[str, bytes], *, stored: bool = False) -> bytes:
+    """A zip of the given members (deflated unless `stored`)."""
+    out = io.BytesIO()
+    method = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+    with zipfile.ZipFile(out, "w", compression=method) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+def rezip_docx(data: bytes, replace: dict[str, bytes], *, stored: bool = False) -> bytes:
+    """A copy of a DOCX package with some members replaced or added."""
+    with zipfile.ZipFile(io.BytesIO(data)) as source:
+        members = {info.filename: source.read(info) for info in source.infolist()}
+    return make_zip(members | replace, stored=stored)
