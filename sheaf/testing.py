@@ -1,0 +1,633 @@
+"""In-memory fakes of Sheaf's ports, for Sheaf's own tests and for its users' tests.
+
+Each fake keeps its port's promises exactly: `InMemoryDocumentStore` passes the same
+contract suite (`tests/integration/test_store_contract.py`, docs/lease-contract.md) as the
+SQL backends, and `InMemoryBlobStore` the same blob suite as `LocalBlobStore`, so a service
+test that passes on the fakes means something. State is copied in and out — a caller can
+never change what a fake holds except through its methods, as with a real database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import numpy as np
+import numpy.typing as npt
+
+from sheaf.adapters.blob_local import validate_blob_key
+from sheaf.domain.models import (
+    TERMINAL_STATUSES,
+    AcquireOutcome,
+    AcquireResult,
+    Attempt,
+    AttemptOutcome,
+    Chunk,
+    Cleanup,
+    Completion,
+    Dispatch,
+    Document,
+    EmbeddedChunk,
+    ErrorInfo,
+    ErrorKind,
+    Lease,
+    NewDocument,
+    ReleaseOutcome,
+    ReleaseResult,
+    SearchHit,
+    Stats,
+    Status,
+)
+from sheaf.errors import BlobNotFound, LeaseLost, StoreUnavailable, TransientError
+from sheaf.ports import BlobInfo
+
+__all__ = ["InMemoryBlobStore", "InMemoryDocumentStore", "RecordingMessageBus"]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class _Row:
+    """One `documents` row; field names match `Document` so conversion is mechanical."""
+
+    id: str
+    collection: str
+    filename: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    blob_key: str
+    max_attempts: int
+    created_at: datetime
+    updated_at: datetime
+    last_dispatched_at: datetime | None
+    status: Status = Status.QUEUED
+    attempts: int = 0
+    dispatch_seq: int = 1
+    lease_owner: str | None = None
+    lease_token: str | None = None
+    lease_expires_at: datetime | None = None
+    not_before: datetime | None = None
+    current_stage: str | None = None
+    last_error: str | None = None
+    error_code: str | None = None
+    error_kind: ErrorKind | None = None
+    chunk_count: int = 0
+    page_count: int | None = None
+    chunks_token: str | None = None
+    embedding_model: str | None = None
+    embedding_dimensions: int | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    deleted_at: datetime | None = None
+    purged_at: datetime | None = None
+
+    def is_ready(self, now: datetime) -> bool:
+        return self.status == Status.QUEUED and (self.not_before is None or self.not_before <= now)
+
+    def lease_expired(self, now: datetime) -> bool:
+        expires = self.lease_expires_at
+        return self.status == Status.PROCESSING and expires is not None and expires <= now
+
+    def may_acquire(self, now: datetime) -> bool:
+        ready = self.is_ready(now) or self.lease_expired(now)
+        return ready and self.attempts < self.max_attempts
+
+    def clear_lease(self) -> None:
+        self.lease_owner = self.lease_token = self.lease_expires_at = None
+
+    def set_error(self, error: ErrorInfo | None, kind: ErrorKind | None) -> None:
+        self.error_code = error.code if error else None
+        self.last_error = error.message if error else None
+        self.error_kind = kind
+
+    def redispatch(self, now: datetime) -> None:
+        """A deliberate new send: the bump Service Bus duplicate detection relies on."""
+        self.dispatch_seq += 1
+        self.last_dispatched_at = now
+
+    def dispatch(self) -> Dispatch:
+        return Dispatch(self.id, self.collection, self.dispatch_seq, self.status, self.not_before)
+
+
+@dataclass(slots=True)
+class _AttemptRow:
+    document_id: str
+    number: int
+    worker_id: str
+    lease_token: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    outcome: AttemptOutcome = AttemptOutcome.RUNNING
+    error_code: str | None = None
+    error: str | None = None
+    stage: str | None = "queued"
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def end(self, outcome: AttemptOutcome, now: datetime, error: ErrorInfo | None) -> None:
+        self.outcome, self.ended_at = outcome, now
+        if error is not None:
+            self.error_code, self.error = error.code, error.message
+
+    def snapshot(self) -> Attempt:
+        values = {f.name: getattr(self, f.name) for f in fields(Attempt)}
+        return Attempt(**values | {"stage_seconds": dict(self.stage_seconds)})
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredChunk:
+    document_id: str
+    lease_token: str
+    chunk: Chunk  # frozen, so sharing it is safe
+    model: str
+    vector: npt.NDArray[np.float32]  # private copy, float32 like the SQL backends
+
+
+class InMemoryDocumentStore:
+    """`DocumentStore` with exactly the semantics of docs/lease-contract.md.
+
+    One `asyncio.Lock` makes every operation atomic, which is the fake's equivalent of the
+    row locks and single statements of the SQL backends. `clock` is the database clock;
+    inject one to move time in tests without sleeping.
+    """
+
+    def __init__(self, clock: Callable[[], datetime] = _utc_now) -> None:
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._rows: dict[str, _Row] = {}
+        self._attempts: dict[str, _AttemptRow] = {}  # by lease token, in insertion order
+        self._chunks: list[_StoredChunk] = []
+        self._closed = False
+
+    # -- lease contract ------------------------------------------------------------------
+
+    async def acquire_document_lease(
+        self, document_id: str, worker_id: str, lease_seconds: float
+    ) -> AcquireResult:
+        async with self._lock:
+            now = self._clock()
+            row = self._rows.get(document_id)
+            if row is None:
+                return AcquireResult(AcquireOutcome.MISSING)
+            if row.may_acquire(now):
+                lease = self._grant(row, worker_id, lease_seconds, now)
+                return AcquireResult(
+                    AcquireOutcome.ACQUIRED, lease, dispatch_seq=row.dispatch_seq, status=row.status
+                )
+            return self._refusal(row, now)
+
+    async def renew_document_lease(
+        self, document_id: str, lease_token: str, lease_seconds: float, stage: str
+    ) -> bool:
+        async with self._lock:
+            now = self._clock()
+            row = self._held(document_id, lease_token)
+            if row is None:
+                return False
+            row.lease_expires_at = now + timedelta(seconds=lease_seconds)
+            row.current_stage = self._attempts[lease_token].stage = stage
+            row.updated_at = now
+            return True
+
+    async def release_document_lease(
+        self,
+        document_id: str,
+        lease_token: str,
+        outcome: ReleaseOutcome,
+        error: ErrorInfo | None = None,
+        retry_delay: float = 0.0,
+    ) -> ReleaseResult:
+        async with self._lock:
+            now = self._clock()
+            row = self._held(document_id, lease_token)
+            if row is None:
+                current = self._rows.get(document_id)
+                if current is None:
+                    return ReleaseResult(applied=False)
+                return ReleaseResult(
+                    False, current.status, current.not_before, current.dispatch_seq
+                )
+            outcome = ReleaseOutcome(outcome)
+            if outcome == ReleaseOutcome.SUCCESS:
+                self._complete(row, lease_token, now, {})
+            else:
+                self._give_back(row, lease_token, outcome, error, retry_delay, now)
+            return ReleaseResult(True, row.status, row.not_before, row.dispatch_seq)
+
+    async def find_expired_leases(self, limit: int) -> list[Dispatch]:
+        async with self._lock:
+            now = self._clock()
+            expired = [r for r in self._rows.values() if r.lease_expired(now)]
+            expired.sort(key=lambda r: (r.lease_expires_at, r.created_at))
+            return [self._reclaim(row, now) for row in expired[: max(limit, 0)]]
+
+    async def claim_queued_documents(
+        self, worker_id: str, lease_seconds: float, limit: int
+    ) -> list[Lease]:
+        async with self._lock:
+            now = self._clock()
+            ready = [r for r in self._rows.values() if r.is_ready(now) and r.may_acquire(now)]
+            ready.sort(key=lambda r: (r.not_before or r.created_at, r.created_at))
+            return [self._grant(r, worker_id, lease_seconds, now) for r in ready[: max(limit, 0)]]
+
+    async def claim_stale_dispatches(self, older_than: float, limit: int) -> list[Dispatch]:
+        async with self._lock:
+            now = self._clock()
+            cutoff = now - timedelta(seconds=older_than)
+            stale = [
+                r
+                for r in self._rows.values()
+                if r.is_ready(now)
+                and (r.last_dispatched_at is None or r.last_dispatched_at <= cutoff)
+            ]
+            stale.sort(key=lambda r: r.last_dispatched_at or datetime.min.replace(tzinfo=UTC))
+            for row in stale[: max(limit, 0)]:
+                row.redispatch(now)
+                row.updated_at = now
+            return [row.dispatch() for row in stale[: max(limit, 0)]]
+
+    async def write_chunks(self, lease: Lease, chunks: Sequence[EmbeddedChunk]) -> None:
+        async with self._lock:
+            row = self._fenced(lease)
+            staged = [
+                _StoredChunk(row.id, lease.token, c.chunk, c.model, np.array(c.vector, "<f4"))
+                for c in chunks
+            ]
+            self._chunks.extend(staged)  # all or nothing: built before anything is added
+
+    async def complete(self, lease: Lease, completion: Completion) -> None:
+        async with self._lock:
+            row = self._fenced(lease)
+            self._complete(row, lease.token, self._clock(), completion.stage_seconds)
+            row.page_count = completion.page_count
+            row.embedding_model = completion.embedding_model
+            row.embedding_dimensions = completion.embedding_dimensions
+
+    # -- repository ----------------------------------------------------------------------
+
+    async def create_document(self, doc: NewDocument) -> tuple[Document, bool]:
+        async with self._lock:
+            twin = next((r for r in self._rows.values() if _same_live_content(r, doc)), None)
+            if twin is not None:  # the unique (collection, sha256) index of the SQL backends
+                return self._document(twin), False
+            if doc.id in self._rows:
+                raise ValueError(f"document id {doc.id} already exists")
+            now = self._clock()
+            values = {f.name: getattr(doc, f.name) for f in fields(NewDocument)}
+            row = _Row(**values, created_at=now, updated_at=now, last_dispatched_at=now)
+            self._rows[doc.id] = row
+            return self._document(row), True
+
+    async def get_document(self, document_id: str, *, history: bool = True) -> Document | None:
+        async with self._lock:
+            row = self._rows.get(document_id)
+            return None if row is None else self._document(row, history=history)
+
+    async def list_documents(
+        self, collection: str | None, status: Status | None, after: str | None, limit: int
+    ) -> list[Document]:
+        async with self._lock:
+            rows = [r for r in self._rows.values() if _listed(r, collection, status)]
+            rows.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+            if after is not None:
+                anchor = self._rows.get(after)
+                if anchor is None:  # as in SQL: comparing with a missing row matches nothing
+                    return []
+                rows = [r for r in rows if (r.created_at, r.id) < (anchor.created_at, anchor.id)]
+            return [self._document(r, history=False) for r in rows[: max(limit, 0)]]
+
+    async def delete_document(self, document_id: str) -> Document | None:
+        async with self._lock:
+            now = self._clock()
+            row = self._rows.get(document_id)
+            if row is None:
+                return None
+            if row.status != Status.DELETED:
+                for attempt in self._attempts_of(row.id):
+                    if attempt.outcome == AttemptOutcome.RUNNING:
+                        attempt.end(AttemptOutcome.SUPERSEDED, now, None)
+                row.status, row.deleted_at, row.updated_at = Status.DELETED, now, now
+                row.clear_lease()
+            return self._document(row)
+
+    async def retry_document(self, document_id: str) -> Document | None:
+        async with self._lock:
+            now = self._clock()
+            row = self._rows.get(document_id)
+            if row is None:
+                return None
+            if row.status == Status.FAILED:
+                row.status, row.attempts, row.not_before = Status.QUEUED, 0, None
+                row.set_error(None, None)
+                row.redispatch(now)
+                row.updated_at = now
+            return self._document(row)
+
+    async def stats(self) -> Stats:
+        async with self._lock:
+            now = self._clock()
+            counts = {status.value: 0 for status in Status}
+            for row in self._rows.values():
+                counts[row.status.value] += 1
+            ready = [r.not_before or r.created_at for r in self._rows.values() if r.is_ready(now)]
+            oldest = (now - min(ready)).total_seconds() if ready else None
+            live = sum(
+                1
+                for r in self._rows.values()
+                if r.status == Status.PROCESSING and r.lease_expires_at and r.lease_expires_at > now
+            )
+            return Stats(counts=counts, oldest_ready_age_seconds=oldest, leases_held=live)
+
+    async def pending_cleanups(self, limit: int) -> list[Cleanup]:
+        async with self._lock:
+            tombs = [r for r in self._rows.values() if _unpurged_tombstone(r)]
+            tombs.sort(key=lambda r: (r.deleted_at, r.created_at))
+            return [Cleanup(r.id, r.blob_key) for r in tombs[: max(limit, 0)]]
+
+    async def purge_document(self, document_id: str) -> None:
+        """Only tombstones are purged: a live document's chunks are never removed here."""
+        async with self._lock:
+            row = self._rows.get(document_id)
+            if row is None or row.status != Status.DELETED:
+                return
+            self._chunks = [c for c in self._chunks if c.document_id != document_id]
+            if row.purged_at is None:
+                row.purged_at = self._clock()
+
+    async def known_blob_keys(self, keys: Sequence[str]) -> set[str]:
+        async with self._lock:
+            named = {r.blob_key for r in self._rows.values() if r.purged_at is None}
+            return named.intersection(keys)
+
+    async def document_chunks(self, document_id: str) -> list[Chunk]:
+        async with self._lock:
+            live = [c for c in self._chunks if c.document_id == document_id and self._live(c)]
+            return [c.chunk for c in sorted(live, key=lambda c: c.chunk.ordinal)]
+
+    async def search(
+        self, collection: str, vector: Sequence[float], model: str, k: int
+    ) -> list[SearchHit]:
+        async with self._lock:
+            query = np.asarray(vector, dtype=np.float64)
+            candidates = [
+                c
+                for c in self._chunks
+                if c.model == model
+                and c.vector.shape == query.shape
+                and self._rows[c.document_id].collection == collection
+                and self._live(c)
+            ]
+            candidates.sort(key=lambda c: (c.document_id, c.chunk.ordinal))
+            if not candidates or k <= 0:
+                return []
+            scores = _cosine(np.stack([c.vector for c in candidates]), query)
+            best = np.argsort(-scores, kind="stable")[:k]
+            return [self._hit(candidates[i], float(scores[i])) for i in best]
+
+    async def ping(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("the in-memory document store is closed")
+
+    async def close(self) -> None:
+        self._closed = True
+
+    # -- internals (called with the lock held) -------------------------------------------
+
+    def _grant(self, row: _Row, worker_id: str, lease_seconds: float, now: datetime) -> Lease:
+        """Acquire: a new token and attempt; an expired holder's attempt and chunks go."""
+        if row.lease_token is not None:
+            self._attempts[row.lease_token].end(AttemptOutcome.EXPIRED, now, None)
+            self._drop_staged(row.id, row.lease_token)
+        token = str(uuid4())
+        row.status, row.lease_owner, row.lease_token = Status.PROCESSING, worker_id, token
+        row.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        row.attempts += 1
+        row.started_at = row.started_at or now
+        row.current_stage, row.updated_at = "queued", now
+        self._attempts[token] = _AttemptRow(row.id, row.attempts, worker_id, token, now)
+        return Lease(
+            document_id=row.id,
+            collection=row.collection,
+            token=token,
+            worker_id=worker_id,
+            expires_at=row.lease_expires_at,
+            attempt=row.attempts,
+            dispatch_seq=row.dispatch_seq,
+            blob_key=row.blob_key,
+            content_type=row.content_type,
+        )
+
+    def _refusal(self, row: _Row, now: datetime) -> AcquireResult:
+        if row.status in TERMINAL_STATUSES:
+            outcome = AcquireOutcome.TERMINAL
+        elif row.status == Status.QUEUED and not row.is_ready(now):
+            return AcquireResult(
+                AcquireOutcome.NOT_READY,
+                not_before=row.not_before,
+                dispatch_seq=row.dispatch_seq,
+                status=row.status,
+            )
+        else:
+            outcome = AcquireOutcome.HELD
+        return AcquireResult(outcome, dispatch_seq=row.dispatch_seq, status=row.status)
+
+    def _held(self, document_id: str, token: str) -> _Row | None:
+        row = self._rows.get(document_id)
+        if row is None or row.status != Status.PROCESSING or row.lease_token != token:
+            return None
+        return row
+
+    def _fenced(self, lease: Lease) -> _Row:
+        row = self._held(lease.document_id, lease.token)
+        if row is None:
+            raise LeaseLost(f"lease {lease.token} on document {lease.document_id} is lost")
+        return row
+
+    def _complete(
+        self, row: _Row, token: str, now: datetime, stage_seconds: dict[str, float]
+    ) -> None:
+        """The completion transaction: swap in the token's chunks, record, done."""
+        self._chunks = [
+            c for c in self._chunks if c.document_id != row.id or c.lease_token == token
+        ]
+        row.chunk_count = sum(1 for c in self._chunks if c.document_id == row.id)
+        row.chunks_token = token
+        row.status, row.completed_at, row.updated_at = Status.COMPLETED, now, now
+        row.current_stage = None
+        row.clear_lease()
+        row.set_error(None, None)
+        attempt = self._attempts[token]
+        attempt.end(AttemptOutcome.COMPLETED, now, None)
+        attempt.stage_seconds = dict(stage_seconds)
+
+    def _give_back(
+        self,
+        row: _Row,
+        token: str,
+        outcome: ReleaseOutcome,
+        error: ErrorInfo | None,
+        retry_delay: float,
+        now: datetime,
+    ) -> None:
+        """Release without success: retry later, fail, or hand back an unspent attempt."""
+        self._drop_staged(row.id, token)
+        self._attempts[token].end(AttemptOutcome(outcome.value), now, error)
+        row.clear_lease()
+        row.updated_at = now
+        if outcome == ReleaseOutcome.INTERRUPTED:
+            row.status, row.not_before = Status.QUEUED, None
+            row.attempts -= 1
+        elif outcome == ReleaseOutcome.TRANSIENT and row.attempts < row.max_attempts:
+            row.status, row.not_before = Status.QUEUED, now + timedelta(seconds=retry_delay)
+            row.set_error(error, ErrorKind.TRANSIENT)
+            row.redispatch(now)
+        else:
+            row.status = Status.FAILED
+            row.set_error(error, ErrorKind(outcome.value))
+
+    def _reclaim(self, row: _Row, now: datetime) -> Dispatch:
+        """Take back a lease whose worker stopped renewing it (crashed, hung, partitioned)."""
+        token = row.lease_token
+        assert token is not None  # processing rows always carry a token
+        message = (
+            f"worker {row.lease_owner} stopped renewing its lease during stage "
+            f"{row.current_stage} (attempt {row.attempts} of {row.max_attempts})"
+        )
+        error = ErrorInfo("lease_expired", message)
+        self._drop_staged(row.id, token)
+        self._attempts[token].end(AttemptOutcome.EXPIRED, now, error)
+        row.clear_lease()
+        row.updated_at = now
+        if row.attempts < row.max_attempts:
+            row.status, row.not_before = Status.QUEUED, None
+            row.set_error(error, ErrorKind.TRANSIENT)
+            row.redispatch(now)
+        else:
+            row.status = Status.FAILED
+            row.set_error(error, ErrorKind.PERMANENT)
+        return row.dispatch()
+
+    def _drop_staged(self, document_id: str, token: str) -> None:
+        self._chunks = [
+            c for c in self._chunks if (c.document_id, c.lease_token) != (document_id, token)
+        ]
+
+    def _live(self, chunk: _StoredChunk) -> bool:
+        row = self._rows[chunk.document_id]
+        return row.status == Status.COMPLETED and row.chunks_token == chunk.lease_token
+
+    def _attempts_of(self, document_id: str) -> Iterable[_AttemptRow]:
+        return (a for a in self._attempts.values() if a.document_id == document_id)
+
+    def _document(self, row: _Row, *, history: bool = True) -> Document:
+        names = [f.name for f in fields(Document) if f.name != "history"]
+        values: dict[str, Any] = {name: getattr(row, name) for name in names}
+        attempts = sorted(self._attempts_of(row.id), key=lambda a: a.number) if history else []
+        return Document(**values, history=tuple(a.snapshot() for a in attempts))
+
+    def _hit(self, chunk: _StoredChunk, score: float) -> SearchHit:
+        c = chunk.chunk
+        filename = self._rows[chunk.document_id].filename
+        return SearchHit(
+            chunk.document_id, filename, c.ordinal, c.page_start, c.page_end, score, c.text
+        )
+
+
+def _listed(row: _Row, collection: str | None, status: Status | None) -> bool:
+    if collection is not None and row.collection != collection:
+        return False
+    return row.status == status if status is not None else row.status != Status.DELETED
+
+
+def _same_live_content(row: _Row, doc: NewDocument) -> bool:
+    same = (row.collection, row.sha256) == (doc.collection, doc.sha256)
+    return same and row.status != Status.DELETED
+
+
+def _unpurged_tombstone(row: _Row) -> bool:
+    return row.status == Status.DELETED and row.purged_at is None
+
+
+def _cosine(
+    matrix: npt.NDArray[np.float32], query: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Exact cosine similarity of every row with `query`; zero vectors score 0."""
+    rows = matrix.astype(np.float64)
+    norms: npt.NDArray[np.float64] = np.linalg.norm(rows, axis=1) * np.linalg.norm(query)
+    dots: npt.NDArray[np.float64] = rows @ query
+    scores: npt.NDArray[np.float64] = np.zeros_like(dots)
+    np.divide(dots, norms, out=scores, where=norms > 0)
+    return scores
+
+
+class InMemoryBlobStore:
+    """`BlobStore` in a dict, with the same key rules and atomicity as `LocalBlobStore`."""
+
+    def __init__(self) -> None:
+        self._blobs: dict[str, tuple[bytes, datetime]] = {}
+
+    async def put(self, key: str, chunks: AsyncIterator[bytes]) -> int:
+        """Collect the whole stream first, so a stream that raises stores nothing."""
+        validate_blob_key(key)
+        body = bytearray()
+        async for chunk in chunks:
+            body += chunk
+        self._blobs[key] = (bytes(body), _utc_now())
+        return len(body)
+
+    async def download(self, key: str, dest: Path) -> int:
+        validate_blob_key(key)
+        try:
+            body, _ = self._blobs[key]
+        except KeyError:
+            raise BlobNotFound(f"no blob with key {key!r}") from None
+        await asyncio.to_thread(dest.write_bytes, body)
+        return len(body)
+
+    async def delete(self, key: str) -> None:
+        validate_blob_key(key)
+        self._blobs.pop(key, None)
+
+    async def ping(self) -> None:
+        """Always reachable."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    async def list(self, prefix: str = "") -> AsyncIterator[BlobInfo]:
+        snapshot = sorted((k, v) for k, v in self._blobs.items() if k.startswith(prefix))
+        for key, (body, modified) in snapshot:
+            yield BlobInfo(key=key, size=len(body), modified=modified)
+
+
+class RecordingMessageBus:
+    """`MessageBus` that keeps what it was sent in `sent`, and can simulate an outage.
+
+    `fail_next(n)` makes the next `n` sends raise `TransientError` (the error the Service
+    Bus adapter raises when the namespace is unreachable) without recording anything.
+    """
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self.sent: list[Dispatch] = []
+        self.closed = False
+        self._failures_left = 0
+
+    def fail_next(self, count: int = 1) -> None:
+        self._failures_left = count
+
+    async def send(self, dispatches: Sequence[Dispatch]) -> None:
+        if self._failures_left > 0:
+            self._failures_left -= 1
+            raise TransientError("simulated message bus outage", code="message_bus_unavailable")
+        self.sent.extend(dispatches)
+
+    async def close(self) -> None:
+        self.closed = True
