@@ -53,6 +53,10 @@ class Settings(BaseModel):
         100 * MiB, ge=1, description="Uploads larger than this are refused with 413."
     )
 
+    api_url: str = Field(
+        "http://127.0.0.1:8000", description="API the CLI's user commands talk to."
+    )
+
     # -- documents and leases -----------------------------------------------------------
     max_attempts: int = Field(3, ge=1, le=100, description="Attempts before a document fails.")
     lease_seconds: float = Field(60.0, gt=0, description="How long a lease lasts unrenewed.")

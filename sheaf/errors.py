@@ -5,9 +5,11 @@
     ├── NotFound                    a document (or blob) the caller named does not exist
     │   └── BlobNotFound
     ├── LeaseLost                   the fencing token no longer matches: stop at once
-    ├── RejectedUpload              the API answers 4xx with `code` and `message`
-    │   ├── UploadTooLarge          413
-    │   └── UnsupportedType         415
+    ├── ClientError                 the caller asked for something invalid: 4xx
+    │   ├── Conflict                409, e.g. retrying a document that has not failed
+    │   └── RejectedUpload          400, an upload refused before any row exists
+    │       ├── UploadTooLarge      413
+    │       └── UnsupportedType     415
     ├── TransientError              worth retrying with backoff (network, locks, 5xx, 429)
     │   └── StoreUnavailable        database or blob store unreachable
     └── PermanentError              retrying cannot help: fail the document now
@@ -46,9 +48,18 @@ class LeaseLost(SheafError):
     code = "lease_lost"
 
 
-class RejectedUpload(SheafError):
-    code = "rejected_upload"
+class ClientError(SheafError):
+    code = "bad_request"
     http_status = 400
+
+
+class Conflict(ClientError):
+    code = "conflict"
+    http_status = 409
+
+
+class RejectedUpload(ClientError):
+    code = "rejected_upload"
 
 
 class UploadTooLarge(RejectedUpload):

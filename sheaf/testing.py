@@ -20,7 +20,7 @@ from uuid import uuid4
 import numpy as np
 import numpy.typing as npt
 
-from sheaf.adapters.blob_local import validate_blob_key
+from sheaf.domain.blobkeys import validate_blob_key
 from sheaf.domain.models import (
     TERMINAL_STATUSES,
     AcquireOutcome,

@@ -7,6 +7,7 @@ test is skipped with the reason shown in the summary, except under CI=true, wher
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,19 @@ def require_service(name: str, reason: str) -> None:
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
     """A libpq DSN of a fresh empty database, dropped at the end of the session."""
+    with _database() as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def fresh_postgres_url() -> Iterator[str]:
+    """An async SQLAlchemy URL of a fresh empty database of this test's own."""
+    with _database() as dsn:
+        yield dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+@contextlib.contextmanager
+def _database() -> Iterator[str]:
     try:
         import psycopg2
     except ImportError:  # pragma: no cover - dev extra missing

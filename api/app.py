@@ -1,0 +1,120 @@
+"""The aiohttp application factory and its middleware.
+
+`create_app(settings)` opens nothing itself: resources are opened in `cleanup_ctx` when the
+app starts and closed when it stops. Tests may pass ready-made `deps` (fakes) instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from api import handlers, views
+from api.keys import DEPS
+from sheaf import metrics
+from sheaf.bootstrap import open_deps
+from sheaf.config import Settings
+from sheaf.errors import ClientError, NotFound, SheafError, StoreUnavailable, TransientError
+from sheaf.services.deps import Deps
+from sheaf.services.housekeeping import run_housekeeping
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(
+    settings: Settings, *, deps: Deps | None = None, housekeeping: bool = True
+) -> web.Application:
+    app = web.Application(middlewares=[_observe, _errors])
+    app.cleanup_ctx.append(_resources(settings, deps))
+    if housekeeping:
+        app.cleanup_ctx.append(_housekeeping)
+    _routes(app)
+    return app
+
+
+def _routes(app: web.Application) -> None:
+    h = handlers
+    app.router.add_post("/v1/collections/{collection}/documents", h.upload)
+    app.router.add_get("/v1/collections/{collection}/documents", h.list_documents)
+    app.router.add_get("/v1/collections/{collection}/search", h.search)
+    app.router.add_get("/v1/documents/{document_id}", h.get_document)
+    app.router.add_delete("/v1/documents/{document_id}", h.delete_document)
+    app.router.add_post("/v1/documents/{document_id}/retry", h.retry_document)
+    app.router.add_get("/v1/stats", h.stats)
+    app.router.add_get("/v1/admin/failed", h.failed_documents)
+    app.router.add_get("/healthz", h.healthz)
+    app.router.add_get("/readyz", h.readyz)
+    app.router.add_get("/metrics", h.prometheus)
+
+
+def _resources(
+    settings: Settings, given: Deps | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        if given is not None:
+            app[DEPS] = given
+            yield
+            return
+        async with open_deps(settings) as deps:
+            app[DEPS] = deps
+            yield
+
+    return context
+
+
+async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
+    """Recovery runs in the API too, so it works while workers are scaled to zero."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_housekeeping(app[DEPS], stop), name="housekeeping")
+    yield
+    stop.set()
+    await task
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as JSON with a stable `code` and a human `message`."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return web.json_response(views.error(code, exc.text or exc.reason), status=exc.status)
+    except ClientError as exc:
+        return web.json_response(views.error(exc.code, exc.message), status=exc.http_status)
+    except NotFound as exc:
+        return web.json_response(views.error(exc.code, exc.message), status=404)
+    except (StoreUnavailable, TransientError) as exc:
+        log.warning("dependency unavailable", extra={"error": exc.message})
+        body = views.error(exc.code, f"{exc.message}; try again shortly")
+        return web.json_response(body, status=503, headers={"Retry-After": "5"})
+    except SheafError as exc:
+        log.error("request failed", exc_info=exc)
+        return web.json_response(views.error(exc.code, exc.message), status=500)
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path})
+        body = views.error("internal_error", "an unexpected error occurred; it has been logged")
+        return web.json_response(body, status=500)
+
+
+@web.middleware
+async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        info = request.match_info.route.resource
+        route = info.canonical if info is not None else "unmatched"
+        metrics.HTTP_SECONDS.labels(request.method, route, str(status)).observe(
+            time.perf_counter() - start
+        )

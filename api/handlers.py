@@ -1,0 +1,184 @@
+"""HTTP handlers: parse the request, call one service function, map the result."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import BodyPartReader, MultipartReader, web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api import views
+from api.keys import DEPS
+from sheaf import metrics
+from sheaf.domain.models import Status
+from sheaf.errors import ClientError, SheafError, UploadTooLarge
+from sheaf.services import documents, ingest
+
+READ_BLOCK = 256 * 1024
+MULTIPART_SLACK = 64 * 1024  # room for boundaries and part headers around the file
+
+
+def _json(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+async def upload(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    limit = deps.settings.max_upload_bytes
+    if request.content_length and request.content_length > limit + MULTIPART_SLACK:
+        raise UploadTooLarge(
+            f"the upload is larger than the limit of {limit} bytes (SHEAF_MAX_UPLOAD_BYTES)"
+        )
+    if not request.content_type.startswith("multipart/"):
+        raise ClientError(
+            "send the file as multipart/form-data in a field named 'file' "
+            "(curl -F file=@report.pdf …)",
+            code="not_multipart",
+        )
+    reader = await request.multipart()
+    part = await _file_part(reader)
+    try:
+        result = await ingest.accept_upload(
+            deps, request.match_info["collection"], part.filename, _body(part, reader)
+        )
+    except UploadTooLarge:
+        metrics.DOCUMENTS_ACCEPTED.labels(result="rejected").inc()
+        raise
+    doc = result.document
+    metrics.DOCUMENTS_ACCEPTED.labels(result="created" if result.created else "duplicate").inc()
+    body = {**views.document(doc, history=False), "duplicate": not result.created}
+    headers = {"Location": f"/v1/documents/{doc.id}"}
+    return web.json_response(body, status=202 if result.created else 200, headers=headers)
+
+
+async def _file_part(reader: MultipartReader) -> BodyPartReader:
+    while True:
+        part = await reader.next()
+        if part is None:
+            raise ClientError(
+                "no file in the upload: send it in a multipart field named 'file'",
+                code="missing_file",
+            )
+        if isinstance(part, BodyPartReader) and part.name == "file":
+            return part
+        await part.release()  # other form fields are ignored
+
+
+async def _body(part: BodyPartReader, reader: MultipartReader) -> AsyncIterator[bytes]:
+    """The file's bytes; refuses a second file before the first one is committed."""
+    try:
+        while block := await part.read_chunk(READ_BLOCK):
+            yield block
+        while (extra := await reader.next()) is not None:
+            if isinstance(extra, BodyPartReader) and extra.name == "file":
+                raise ClientError("send one file per upload", code="multiple_files")
+            await extra.release()
+    except (ValueError, AssertionError, ConnectionError) as exc:
+        raise ClientError(
+            f"the upload body is malformed or was cut off ({exc}); send it again",
+            code="malformed_upload",
+        ) from exc
+
+
+async def get_document(request: web.Request) -> web.Response:
+    doc = await documents.get(request.app[DEPS], request.match_info["document_id"])
+    return _json(views.document(doc))
+
+
+async def delete_document(request: web.Request) -> web.Response:
+    doc = await documents.delete(request.app[DEPS], request.match_info["document_id"])
+    return _json(views.document(doc, history=False), status=202)
+
+
+async def retry_document(request: web.Request) -> web.Response:
+    doc = await documents.retry(request.app[DEPS], request.match_info["document_id"])
+    return _json(views.document(doc, history=False), status=202)
+
+
+async def list_documents(request: web.Request) -> web.Response:
+    collection = request.match_info["collection"]
+    status = _status(request.query.get("status"))
+    page = await documents.list_page(
+        request.app[DEPS],
+        collection,
+        status,
+        request.query.get("cursor"),
+        _int(request, "limit", 50),
+    )
+    query = {"status": status.value} if status else {}
+    base = f"/v1/collections/{collection}/documents"
+    return _json(views.document_page(page.documents, page.next_cursor, base, query))
+
+
+async def failed_documents(request: web.Request) -> web.Response:
+    page = await documents.failed(
+        request.app[DEPS], request.query.get("cursor"), _int(request, "limit", 50)
+    )
+    return _json(views.document_page(page.documents, page.next_cursor, "/v1/admin/failed", {}))
+
+
+async def search(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    collection = request.match_info["collection"]
+    query = request.query.get("q", "")
+    hits = await documents.search(deps, collection, query, _int(request, "k", 5))
+    return _json(
+        {
+            "collection": collection,
+            "query": query,
+            "model": deps.embedder.model,
+            "results": [views.hit(h) for h in hits],
+        }
+    )
+
+
+async def stats(request: web.Request) -> web.Response:
+    return _json(views.stats(await documents.stats(request.app[DEPS])))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    checks: dict[str, dict[str, Any]] = {}
+    for name, probe in (("database", deps.store.ping), ("blob_store", deps.blobs.ping)):
+        try:
+            await probe()
+            checks[name] = {"ok": True}
+        except SheafError as exc:
+            checks[name] = {"ok": False, "error": exc.message}
+    checks["queue"] = {"ok": True, "mode": "servicebus" if deps.bus.enabled else "polling"}
+    checks["embedder"] = {"ok": True, "model": deps.embedder.model}
+    ready = all(check["ok"] for check in checks.values())
+    return _json({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest())
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response
+
+
+def _status(raw: str | None) -> Status | None:
+    if not raw:
+        return None
+    try:
+        return Status(raw)
+    except ValueError:
+        allowed = ", ".join(s.value for s in Status)
+        raise ClientError(
+            f"unknown status {raw!r}; use one of {allowed}", code="bad_status"
+        ) from None
+
+
+def _int(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ClientError(f"{name} must be an integer, not {raw!r}", code="bad_parameter") from None

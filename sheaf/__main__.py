@@ -1,0 +1,3 @@
+from sheaf.cli import main
+
+main()

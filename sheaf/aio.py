@@ -1,0 +1,30 @@
+"""Small asyncio helpers shared by the worker, the supervisor and housekeeping.
+
+They use `asyncio.timeout` rather than `asyncio.wait_for`: on Python 3.11, cancelling a
+task inside `wait_for` at the moment its inner future completes can swallow the
+cancellation, which would make a worker ignore its shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+async def wait_event(event: asyncio.Event, seconds: float | None) -> bool:
+    """Wait until `event` is set or `seconds` pass; True if it was set."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def wait_any(events: list[asyncio.Event], seconds: float | None) -> None:
+    """Wait until one of `events` is set, or `seconds` pass."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,105 @@
+"""Background recovery that runs in the API and in every worker process.
+
+- sweep: take back expired leases (crashed workers) and re-send their wake-ups;
+- reconcile: re-send wake-ups for queued rows whose message may have been lost;
+- clean: remove the blob and chunks of tombstoned documents;
+- collect: delete blobs that no row names (an upload that crashed before its commit).
+
+Every job is safe to run from any number of processes at once: the database decides, and
+each step is idempotent. A failing job logs and tries again at its next tick; it never
+stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from sheaf import metrics
+from sheaf.aio import wait_event
+from sheaf.errors import SheafError
+from sheaf.services.deps import Deps
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+
+
+async def sweep(deps: Deps) -> int:
+    recovered = await deps.store.find_expired_leases(BATCH)
+    if recovered:
+        metrics.LEASES_EXPIRED.inc(len(recovered))
+        log.warning("expired leases recovered", extra={"count": len(recovered)})
+        await deps.bus.send([d for d in recovered if d.status == "queued"])
+    return len(recovered)
+
+
+async def reconcile(deps: Deps) -> int:
+    if not deps.bus.enabled:
+        return 0  # polling finds queued rows by itself; there is no message to lose
+    stale = await deps.store.claim_stale_dispatches(deps.settings.reconcile_after_seconds, BATCH)
+    if stale:
+        log.info("re-sending wake-ups for stale queued documents", extra={"count": len(stale)})
+        await deps.bus.send(stale)
+    return len(stale)
+
+
+async def clean(deps: Deps) -> int:
+    pending = await deps.store.pending_cleanups(BATCH)
+    for item in pending:
+        await deps.blobs.delete(item.blob_key)
+        await deps.store.purge_document(item.document_id)
+    return len(pending)
+
+
+async def collect_orphan_blobs(deps: Deps) -> int:
+    """Delete blobs older than the grace period that no document row names."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=deps.settings.orphan_blob_grace_seconds)
+    candidates = [info.key async for info in deps.blobs.list() if info.modified < cutoff]
+    deleted = 0
+    for start in range(0, len(candidates), BATCH):
+        keys = candidates[start : start + BATCH]
+        known = await deps.store.known_blob_keys(keys)
+        for key in keys:
+            if key not in known:
+                await deps.blobs.delete(key)
+                deleted += 1
+    if deleted:
+        log.info("orphan blobs deleted", extra={"count": deleted})
+    return deleted
+
+
+async def run_housekeeping(deps: Deps, stop: asyncio.Event) -> None:
+    """Run every job on its own timer until `stop` is set."""
+    s = deps.settings
+    jobs: list[tuple[str, Callable[[Deps], Awaitable[int]], float]] = [
+        ("sweep", sweep, s.sweep_interval_seconds),
+        ("reconcile", reconcile, s.reconcile_interval_seconds),
+        ("clean", clean, s.cleanup_interval_seconds),
+        ("collect", collect_orphan_blobs, max(s.cleanup_interval_seconds, 60.0)),
+    ]
+    async with asyncio.TaskGroup() as group:
+        for name, job, interval in jobs:
+            group.create_task(_every(name, job, interval, deps, stop), name=f"housekeeping-{name}")
+
+
+async def _every(
+    name: str,
+    job: Callable[[Deps], Awaitable[int]],
+    interval: float,
+    deps: Deps,
+    stop: asyncio.Event,
+) -> None:
+    # Start at a random point of the interval so processes started together spread out.
+    delay = random.uniform(0, interval)
+    while not await wait_event(stop, delay):
+        try:
+            await job(deps)
+        except SheafError as exc:
+            log.warning("housekeeping job failed; retrying", extra={"job": name, "error": str(exc)})
+        except Exception:
+            log.exception("housekeeping job crashed; retrying", extra={"job": name})
+        delay = interval * random.uniform(0.8, 1.2)

@@ -1,0 +1,251 @@
+"""Processing one leased document: download → extract → chunk → embed → index → complete.
+
+The caller already holds the lease. While the pipeline runs, a heartbeat renews the lease
+and records the stage; if a renewal is refused the pipeline is cancelled at once (the
+fencing token would reject its writes anyway). Every way out of here settles the lease:
+
+    completed            store.complete (one transaction; LeaseLost → nothing to do)
+    PermanentError       release(permanent)     → failed, a human looks at it
+    TransientError/bug   release(transient)     → queued again after a backoff delay
+    deadline exceeded    release(transient)     → the next attempt may be luckier
+    cancelled (shutdown) release(interrupted)   → queued, the attempt is not consumed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sheaf import metrics
+from sheaf.aio import wait_event
+from sheaf.domain.chunking import chunk_pages
+from sheaf.domain.models import (
+    Chunk,
+    Completion,
+    EmbeddedChunk,
+    ErrorInfo,
+    ErrorKind,
+    Lease,
+    ReleaseOutcome,
+)
+from sheaf.domain.retry import retry_delay
+from sheaf.errors import BlobNotFound, LeaseLost, PermanentError, SheafError, TransientError
+from sheaf.services.deps import Deps
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stages:
+    """Which stage the attempt is in, and how long each stage took.
+
+    Entering a stage for the first time wakes the heartbeat, so the row records where a
+    worker was even when it dies between two regular renewals.
+    """
+
+    current: str = "download"
+    seconds: dict[str, float] = field(default_factory=dict)
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
+    lost: bool = False  # a renewal was refused: the lease belongs to someone else now
+
+    @contextlib.asynccontextmanager
+    async def stage(self, name: str) -> AsyncIterator[None]:
+        self.current = name
+        if name not in self.seconds:
+            self.entered.set()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
+            metrics.STAGE_SECONDS.labels(stage=name).observe(elapsed)
+
+
+async def process_document(deps: Deps, lease: Lease) -> str:
+    """Run the pipeline under `lease` and settle it; returns the outcome's name."""
+    stages = Stages()
+    started = time.perf_counter()
+    pipeline = asyncio.create_task(_pipeline(deps, lease, stages))
+    heartbeat = asyncio.create_task(_heartbeat(deps, lease, stages))
+    try:
+        done, _ = await asyncio.wait(
+            {pipeline, heartbeat},
+            timeout=deps.settings.document_deadline_seconds,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    except asyncio.CancelledError:
+        await _stop(pipeline, heartbeat)
+        await _release(deps, lease, ReleaseOutcome.INTERRUPTED, None)
+        raise
+    await _stop(pipeline, heartbeat)
+    stages.seconds["total"] = time.perf_counter() - started
+    outcome = await _settle(deps, lease, stages, pipeline if pipeline in done else None)
+    metrics.DOCUMENTS_PROCESSED.labels(outcome=outcome).inc()
+    return outcome
+
+
+async def _stop(*tasks: asyncio.Task[object]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _settle(
+    deps: Deps, lease: Lease, stages: Stages, pipeline: asyncio.Task[Completion] | None
+) -> str:
+    if pipeline is None:
+        if stages.lost:
+            log.warning("lease lost; abandoning the document", extra=_ctx(lease))
+            return "lease_lost"
+        error = ErrorInfo(
+            "deadline_exceeded",
+            f"the attempt ran longer than SHEAF_DOCUMENT_DEADLINE_SECONDS "
+            f"({deps.settings.document_deadline_seconds:g} s) during stage {stages.current}",
+            ErrorKind.TRANSIENT,
+        )
+        return await _fail(deps, lease, error)
+    exc = pipeline.exception()
+    if exc is None:
+        completion = pipeline.result()
+        completion = dataclasses.replace(completion, stage_seconds=stages.seconds)
+        try:
+            await deps.store.complete(lease, completion)
+        except LeaseLost:
+            log.warning("lease lost before completion; chunks discarded", extra=_ctx(lease))
+            return "lease_lost"
+        except SheafError as err:
+            return await _fail(deps, lease, _error_info(err))
+        log.info("document completed", extra=_ctx(lease, chunks=completion.chunk_count))
+        return "completed"
+    if isinstance(exc, LeaseLost):
+        log.warning("lease lost while writing; abandoning the document", extra=_ctx(lease))
+        return "lease_lost"
+    return await _fail(deps, lease, _error_info(exc))
+
+
+def _error_info(exc: BaseException) -> ErrorInfo:
+    if isinstance(exc, PermanentError):
+        return ErrorInfo(exc.code, exc.message, ErrorKind.PERMANENT)
+    if isinstance(exc, TransientError):
+        return ErrorInfo(exc.code, exc.message, ErrorKind.TRANSIENT)
+    log.error("unexpected error while processing", exc_info=exc)
+    return ErrorInfo("internal_error", f"{type(exc).__name__}: {exc}", ErrorKind.TRANSIENT)
+
+
+async def _fail(deps: Deps, lease: Lease, error: ErrorInfo) -> str:
+    settings = deps.settings
+    if error.kind is ErrorKind.PERMANENT:
+        outcome, delay = ReleaseOutcome.PERMANENT, 0.0
+    else:
+        outcome = ReleaseOutcome.TRANSIENT
+        delay = retry_delay(lease.attempt, settings.retry_base_seconds, settings.retry_max_seconds)
+    result = await _release(deps, lease, outcome, error, delay)
+    status = result or "unknown"
+    log.warning(
+        "attempt failed",
+        extra=_ctx(lease, error_code=error.code, error=error.message, status=status),
+    )
+    return f"{outcome.value}:{error.code}"
+
+
+async def _release(
+    deps: Deps,
+    lease: Lease,
+    outcome: ReleaseOutcome,
+    error: ErrorInfo | None,
+    delay: float = 0.0,
+) -> str | None:
+    """Release, shielded from cancellation; a failure here only delays recovery."""
+    try:
+        result = await asyncio.shield(
+            deps.store.release_document_lease(lease.document_id, lease.token, outcome, error, delay)
+        )
+    except SheafError as exc:
+        log.error(
+            "could not release the lease; it will expire and be recovered",
+            extra=_ctx(lease, error=exc.message),
+        )
+        return None
+    return result.status.value if result.status else None
+
+
+async def _heartbeat(deps: Deps, lease: Lease, stages: Stages) -> None:
+    """Renew until cancelled; return (ending the attempt) when the lease is lost."""
+    settings = deps.settings
+    while True:
+        await wait_event(stages.entered, settings.heartbeat_seconds)
+        stages.entered.clear()
+        try:
+            renewed = await deps.store.renew_document_lease(
+                lease.document_id, lease.token, settings.lease_seconds, stages.current
+            )
+        except TransientError as exc:
+            log.warning("lease renewal failed; retrying", extra=_ctx(lease, error=exc.message))
+            continue
+        if not renewed:
+            stages.lost = True
+            return
+
+
+async def _pipeline(deps: Deps, lease: Lease, stages: Stages) -> Completion:
+    settings = deps.settings
+    with tempfile.TemporaryDirectory(prefix="sheaf-") as tmp:
+        path = Path(tmp) / "document"
+        async with stages.stage("download"):
+            try:
+                await deps.blobs.download(lease.blob_key, path)
+            except BlobNotFound as exc:
+                raise PermanentError(
+                    f"the stored file {lease.blob_key} is missing from the blob store; "
+                    "upload the document again",
+                    code="blob_missing",
+                ) from exc
+        async with stages.stage("extract"):
+            pages = await asyncio.to_thread(deps.extractor.extract, path, lease.content_type)
+    async with stages.stage("chunk"):
+        chunks = chunk_pages(pages, settings.chunk_size, settings.chunk_overlap)
+    if not chunks:
+        raise PermanentError(
+            "no extractable text: the file is empty or, for a PDF, has no text layer "
+            "(a scan); run OCR on it and upload the result",
+            code="no_text",
+        )
+    size = settings.embed_batch_size
+    for batch in (chunks[i : i + size] for i in range(0, len(chunks), size)):
+        await _index_batch(deps, lease, stages, batch)
+    return Completion(
+        page_count=len(pages),
+        chunk_count=len(chunks),
+        stage_seconds={},
+        embedding_model=deps.embedder.model,
+        embedding_dimensions=deps.embedder.dimensions,
+    )
+
+
+async def _index_batch(deps: Deps, lease: Lease, stages: Stages, batch: Sequence[Chunk]) -> None:
+    async with stages.stage("embed"):
+        vectors = await deps.embedder.embed([chunk.text for chunk in batch])
+    async with stages.stage("index"):
+        embedded = [
+            EmbeddedChunk(chunk, vector, deps.embedder.model)
+            for chunk, vector in zip(batch, vectors, strict=True)
+        ]
+        await deps.store.write_chunks(lease, embedded)
+
+
+def _ctx(lease: Lease, **extra: object) -> dict[str, object]:
+    return {
+        "document_id": lease.document_id,
+        "collection": lease.collection,
+        "attempt": lease.attempt,
+        "lease": lease.token[:8],
+        **extra,
+    }

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+
+from sheaf.config import Settings
+from sheaf.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_are_the_embedded_setup() -> None:
+    settings = Settings.from_env({})
+    assert settings.database_dialect == "sqlite"
+    assert settings.message_bus == "none"
+    assert settings.port == 8000
+
+
+def test_values_are_parsed_and_typed() -> None:
+    settings = Settings.from_env({"SHEAF_PORT": "8080", "SHEAF_LEASE_SECONDS": "90", "PATH": "x"})
+    assert settings.port == 8080
+    assert settings.lease_seconds == 90.0
+
+
+def test_unknown_setting_is_an_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match="SHEAF_LEASE_SECOND"):
+        Settings.from_env({"SHEAF_LEASE_SECOND": "30"})
+
+
+def test_invalid_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="SHEAF_PORT"):
+        Settings.from_env({"SHEAF_PORT": "eighty"})
+
+
+def test_heartbeat_must_fit_three_times_in_the_lease() -> None:
+    with pytest.raises(ConfigError, match="third of SHEAF_LEASE_SECONDS"):
+        Settings.from_env({"SHEAF_LEASE_SECONDS": "30", "SHEAF_HEARTBEAT_SECONDS": "11"})
+
+
+def test_secrets_do_not_print() -> None:
+    url = "postgresql+asyncpg://u:hunter2@db/sheaf"
+    settings = Settings.from_env({"SHEAF_DATABASE_URL": url})
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in str(settings)
+
+
+def test_overrides_win_and_none_is_ignored() -> None:
+    settings = Settings.from_env({"SHEAF_PORT": "8080"}, port=9000, workers=None)
+    assert settings.port == 9000
+    assert settings.workers == 2
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings.from_env({})
+    with pytest.raises(ValueError, match="frozen"):
+        settings.port = 1  # type: ignore[misc]

@@ -1,0 +1,166 @@
+"""The processing service and the worker loop, on the in-memory fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+
+from sheaf.domain.models import AcquireOutcome, Document, Lease, Status
+from sheaf.errors import TransientError
+from sheaf.services.deps import Deps
+from sheaf.services.ingest import accept_upload
+from sheaf.services.processing import process_document
+from tests.samples import make_pdf
+from tests.unit.conftest import make_deps
+from worker.runner import Worker
+
+pytestmark = pytest.mark.unit
+
+TEXT = " ".join(f"word{i % 50} topic{i % 7}" for i in range(200)).encode()
+
+
+async def put(deps: Deps, data: bytes = TEXT, collection: str = "c") -> Document:
+    async def body() -> AsyncIterator[bytes]:
+        yield data
+
+    return (await accept_upload(deps, collection, "f.txt", body())).document
+
+
+async def claim(deps: Deps, worker: str = "w1") -> Lease:
+    [lease] = await deps.store.claim_queued_documents(worker, deps.settings.lease_seconds, 1)
+    return lease
+
+
+async def doc(deps: Deps, document_id: str) -> Document:
+    found = await deps.store.get_document(document_id)
+    assert found is not None
+    return found
+
+
+class SlowEmbedder:
+    """The real lexical embedder, slowed down (and optionally failing) per call."""
+
+    def __init__(self, inner: object, delay: float, fail: Exception | None = None) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.fail = fail
+        self.model = inner.model  # type: ignore[attr-defined]
+        self.dimensions = inner.dimensions  # type: ignore[attr-defined]
+
+    async def embed(self, texts: Sequence[str]) -> list[tuple[float, ...]]:
+        await asyncio.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        return await self.inner.embed(texts)  # type: ignore[attr-defined, no-any-return]
+
+    async def close(self) -> None:
+        pass
+
+
+def slowed(deps: Deps, delay: float, fail: Exception | None = None) -> Deps:
+    return dataclasses.replace(deps, embedder=SlowEmbedder(deps.embedder, delay, fail))
+
+
+async def test_a_document_is_processed_and_searchable(deps: Deps) -> None:
+    pdf = make_pdf(["alpha beta gamma " * 8, "delta epsilon zeta eta theta " * 5])
+    created = await put(deps, pdf)
+    lease = await claim(deps)
+    assert await process_document(deps, lease) == "completed"
+    done = await doc(deps, created.id)
+    assert (done.status, done.attempts, done.page_count) == (Status.COMPLETED, 1, 2)
+    assert done.history[0].stage_seconds.keys() >= {"download", "extract", "embed", "index"}
+    [vector] = await deps.embedder.embed(["theta zeta epsilon"])
+    [hit, *_] = await deps.store.search("c", vector, deps.embedder.model, 3)
+    assert (hit.document_id, hit.page_start) == (created.id, 2)
+
+
+async def test_the_heartbeat_keeps_a_slow_document_alive(deps: Deps) -> None:
+    created = await put(deps)
+    slow = slowed(deps, delay=0.3)  # many batches x 0.3 s is far beyond the 0.6 s lease
+    lease = await claim(slow)
+    assert await process_document(slow, lease) == "completed"
+    assert (await doc(deps, created.id)).attempts == 1
+
+
+async def test_a_worker_whose_lease_was_taken_over_cannot_complete(deps: Deps) -> None:
+    created = await put(deps)
+    stalled = slowed(deps, 0.05)
+    lease_a = await claim(deps, "a")
+    # Worker A stalls without renewing: its lease expires and B takes the document over.
+    await asyncio.sleep(deps.settings.lease_seconds + 0.1)
+    taken = await deps.store.acquire_document_lease(created.id, "b", 30)
+    assert taken.outcome is AcquireOutcome.ACQUIRED
+    assert taken.lease is not None
+    assert await process_document(stalled, lease_a) == "lease_lost"
+    assert await deps.store.document_chunks(created.id) == []
+    assert await process_document(deps, taken.lease) == "completed"
+    final = await doc(deps, created.id)
+    assert final.attempts == 2
+    assert [a.outcome.value for a in final.history] == ["expired", "completed"]
+    assert len(await deps.store.document_chunks(created.id)) == final.chunk_count
+
+
+async def test_a_refused_renewal_stops_the_attempt_at_once(deps: Deps) -> None:
+    created = await put(deps)
+    slow = slowed(deps, delay=0.2)
+    lease = await claim(slow)
+    task = asyncio.create_task(process_document(slow, lease))
+    await asyncio.sleep(0.1)
+    await deps.store.delete_document(created.id)  # the tombstone clears the lease
+    assert await asyncio.wait_for(task, 2) == "lease_lost"
+    assert (await doc(deps, created.id)).status is Status.DELETED
+
+
+async def test_transient_failures_retry_then_fail(deps: Deps) -> None:
+    created = await put(deps)
+    broken = slowed(deps, 0, TransientError("embedding endpoint returned 503", code="embed_5xx"))
+    for attempt in range(1, 4):
+        await asyncio.sleep(deps.settings.retry_max_seconds + 0.05)
+        lease = await claim(broken)
+        assert lease.attempt == attempt
+        await process_document(broken, lease)
+    failed = await doc(deps, created.id)
+    assert (failed.status, failed.error_code, failed.attempts) == (Status.FAILED, "embed_5xx", 3)
+    assert [a.outcome.value for a in failed.history] == ["transient"] * 3
+
+
+async def test_a_file_with_no_text_fails_permanently(deps: Deps) -> None:
+    created = await put(deps, make_pdf(["", ""]))
+    await process_document(deps, await claim(deps))
+    failed = await doc(deps, created.id)
+    assert (failed.status, failed.error_code, failed.attempts) == (Status.FAILED, "no_text", 1)
+
+
+async def test_worker_claims_no_more_than_its_free_slots() -> None:
+    deps = slowed(make_deps(concurrency=2), delay=0.05)
+    ids = [(await put(deps, TEXT + str(n).encode())).id for n in range(5)]
+    stop = asyncio.Event()
+    run = asyncio.create_task(Worker(deps).run(stop))
+    peak = 0
+    while True:
+        stats = await deps.store.stats()
+        peak = max(peak, stats.counts["processing"])
+        if stats.counts["completed"] == len(ids):
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await run
+    assert peak == 2
+
+
+async def test_shutdown_releases_unfinished_documents_without_spending_an_attempt() -> None:
+    deps = slowed(make_deps(shutdown_grace_seconds=0.1), delay=0.5)
+    created = await put(deps)
+    stop = asyncio.Event()
+    run = asyncio.create_task(Worker(deps).run(stop))
+    while (await doc(deps, created.id)).status is not Status.PROCESSING:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(run, 3)
+    released = await doc(deps, created.id)
+    assert (released.status, released.attempts) == (Status.QUEUED, 0)
+    assert [a.outcome.value for a in released.history] == ["interrupted"]
+    assert await deps.store.document_chunks(created.id) == []
