@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sheaf.adapters.sql.migrate import upgrade
 
+from sheaf.adapters.sql.migrate import upgrade
 from sheaf.adapters.sql.schema import chunks
 from sheaf.bootstrap import open_deps
 from sheaf.config import Settings

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -40,5 +39,5 @@ def make_deps(**overrides: Any) -> Deps:
 
 
 @pytest.fixture
-async def deps() -> AsyncIterator[Deps]:
-    yield make_deps()
+def deps() -> Deps:
+    return make_deps()

@@ -44,11 +44,11 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if isinstance(value, str):  # SQLite values written by SQL, not by SQLAlchemy
-            value = datetime.fromisoformat(value)
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)  # type: ignore[no-any-return]
+        # A str is a SQLite value written by SQL rather than through this type.
+        moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
 
 
 LIVE = text("status <> 'deleted'")
@@ -141,5 +141,6 @@ chunks = Table(
     Column("dimensions", Integer, nullable=False),
     Column("embedding", LargeBinary, nullable=False),
     Index("ix_chunks_document_token", "document_id", "lease_token", "ordinal"),
-    Index("ix_chunks_collection_model", "collection", "model"),
+    # Search reads a collection's chunks of one model in id order, in bounded batches.
+    Index("ix_chunks_collection_model", "collection", "model", "id"),
 )

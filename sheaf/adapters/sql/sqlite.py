@@ -1,0 +1,339 @@
+"""SQLite, the embedded default: the lease contract as plain statements under BEGIN IMMEDIATE.
+
+Several worker processes may share one database file. WAL lets readers run beside the one
+writer, and every write transaction opens with `BEGIN IMMEDIATE`, which takes the write
+lock before the first read: each lease operation's read-decide-write sequence is therefore
+atomic across processes (the job `FOR UPDATE SKIP LOCKED` does on PostgreSQL), and a
+conflict becomes a wait of at most `BUSY_TIMEOUT_MS` instead of a deferred transaction
+failing to upgrade its lock halfway. Read-only transactions begin DEFERRED so they never
+queue behind writers.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    RowMapping,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from sheaf.adapters.sql.schema import attempts, chunks, documents
+from sheaf.adapters.sql.store import (
+    LEASE_CLEARED,
+    READ_ONLY,
+    SqlDocumentStore,
+    close_attempt,
+    complete_locked,
+    fetch_row,
+    shielded,
+    update_document,
+)
+from sheaf.domain.models import (
+    TERMINAL_STATUSES,
+    AcquireOutcome,
+    AcquireResult,
+    AttemptOutcome,
+    Dispatch,
+    ErrorInfo,
+    ErrorKind,
+    Lease,
+    ReleaseOutcome,
+    ReleaseResult,
+    Status,
+)
+
+BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another process's write lock
+_PRAGMAS = (
+    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",  # first: the others may need the lock
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",  # a committed upload or completion survives power loss
+    "PRAGMA foreign_keys = ON",
+)
+_CLOCK = text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+
+
+def create_sqlite_engine(url: URL, pool_size: int) -> AsyncEngine:
+    """An engine whose transactions SQLAlchemy begins itself (the SQLAlchemy recipe)."""
+    engine = create_async_engine(url, pool_size=pool_size)
+    event.listen(engine.sync_engine, "connect", _configure_connection)
+    event.listen(engine.sync_engine, "begin", _begin)
+    return engine
+
+
+def _configure_connection(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # the driver must not emit its own BEGIN
+    cursor = dbapi_connection.cursor()
+    for pragma in _PRAGMAS:
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def _begin(conn: Connection) -> None:
+    read_only = conn.get_execution_options().get(READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+class SqliteDocumentStore(SqlDocumentStore):
+    async def _now(self, conn: AsyncConnection) -> datetime:
+        raw = (await conn.execute(_CLOCK)).scalar_one()
+        return datetime.fromisoformat(raw).replace(tzinfo=UTC)
+
+    @shielded
+    async def acquire_document_lease(
+        self, document_id: str, worker_id: str, lease_seconds: float
+    ) -> AcquireResult:
+        async with self._write() as conn:
+            now = await self._now(conn)
+            row = await fetch_row(conn, document_id, lock=False)
+            if row is None:
+                return AcquireResult(AcquireOutcome.MISSING)
+            refusal = _refusal(row, now)
+            if refusal is not None:
+                return refusal
+            lease = await _grant(conn, row, worker_id, lease_seconds, now)
+        return AcquireResult(
+            AcquireOutcome.ACQUIRED,
+            lease,
+            dispatch_seq=lease.dispatch_seq,
+            status=Status.PROCESSING,
+        )
+
+    @shielded
+    async def renew_document_lease(
+        self, document_id: str, lease_token: str, lease_seconds: float, stage: str
+    ) -> bool:
+        d = documents.c
+        async with self._write() as conn:
+            now = await self._now(conn)
+            held = (d.id == document_id) & (d.lease_token == lease_token)
+            renewal = update(documents).where(held, d.status == Status.PROCESSING)
+            expires = now + timedelta(seconds=lease_seconds)
+            values = {"lease_expires_at": expires, "current_stage": stage, "updated_at": now}
+            if (await conn.execute(renewal.values(**values))).rowcount == 0:
+                return False
+            on_attempt = update(attempts).where(attempts.c.lease_token == lease_token)
+            await conn.execute(on_attempt.values(stage=stage))
+            return True
+
+    @shielded
+    async def release_document_lease(
+        self,
+        document_id: str,
+        lease_token: str,
+        outcome: ReleaseOutcome,
+        error: ErrorInfo | None = None,
+        retry_delay: float = 0.0,
+    ) -> ReleaseResult:
+        async with self._write() as conn:
+            now = await self._now(conn)
+            row = await fetch_row(conn, document_id, lock=False)
+            if not _holds(row, lease_token):
+                return _release_result(row, applied=False)
+            if outcome is ReleaseOutcome.SUCCESS:
+                await complete_locked(conn, document_id, lease_token, now, None)
+            else:
+                await _drop_staged(conn, document_id, lease_token)
+                assert row is not None  # _holds checked it
+                values = _given_back(row, outcome, error, retry_delay, now)
+                await update_document(conn, document_id, **values)
+                await close_attempt(conn, lease_token, now, AttemptOutcome(outcome.value), error)
+            return _release_result(await fetch_row(conn, document_id, lock=False), applied=True)
+
+    @shielded
+    async def find_expired_leases(self, limit: int) -> list[Dispatch]:
+        if limit <= 0:
+            return []
+        d = documents.c
+        async with self._write() as conn:
+            now = await self._now(conn)
+            expired = (d.status == Status.PROCESSING) & (d.lease_expires_at <= now)
+            query = select(documents).where(expired).order_by(d.lease_expires_at).limit(limit)
+            rows = (await conn.execute(query)).mappings().all()
+            return [await _reclaim(conn, row, now) for row in rows]
+
+    @shielded
+    async def claim_queued_documents(
+        self, worker_id: str, lease_seconds: float, limit: int
+    ) -> list[Lease]:
+        if limit <= 0:
+            return []
+        d = documents.c
+        async with self._write() as conn:
+            now = await self._now(conn)
+            query = (
+                select(documents)
+                .where(_ready(now), d.attempts < d.max_attempts)
+                .order_by(func.coalesce(d.not_before, d.created_at), d.created_at)
+                .limit(limit)
+            )
+            rows = (await conn.execute(query)).mappings().all()
+            return [await _grant(conn, row, worker_id, lease_seconds, now) for row in rows]
+
+    @shielded
+    async def claim_stale_dispatches(self, older_than: float, limit: int) -> list[Dispatch]:
+        if limit <= 0:
+            return []
+        d = documents.c
+        async with self._write() as conn:
+            now = await self._now(conn)
+            threshold = now - timedelta(seconds=older_than)
+            stale = or_(d.last_dispatched_at.is_(None), d.last_dispatched_at <= threshold)
+            query = (
+                select(d.id, d.collection, d.dispatch_seq, d.not_before)
+                .where(_ready(now), stale)
+                .order_by(d.last_dispatched_at.nulls_first(), d.created_at)
+                .limit(limit)
+            )
+            rows = (await conn.execute(query)).all()
+            bump = {
+                "dispatch_seq": d.dispatch_seq + 1,
+                "last_dispatched_at": now,
+                "updated_at": now,
+            }
+            ids = [row.id for row in rows]
+            await conn.execute(update(documents).where(d.id.in_(ids)).values(**bump))
+        return [
+            Dispatch(r.id, r.collection, r.dispatch_seq + 1, not_before=r.not_before) for r in rows
+        ]
+
+
+def _ready(now: datetime) -> ColumnElement[bool]:
+    d = documents.c
+    return (d.status == Status.QUEUED) & or_(d.not_before.is_(None), d.not_before <= now)
+
+
+def _refusal(row: RowMapping, now: datetime) -> AcquireResult | None:
+    """Why `row` cannot be leased now, or None when it can (the contract's order of checks)."""
+    status, seq = Status(row["status"]), row["dispatch_seq"]
+    if status in TERMINAL_STATUSES:
+        return AcquireResult(AcquireOutcome.TERMINAL, dispatch_seq=seq, status=status)
+    not_before = row["not_before"]
+    if status is Status.QUEUED and not_before is not None and not_before > now:
+        return AcquireResult(
+            AcquireOutcome.NOT_READY, not_before=not_before, dispatch_seq=seq, status=status
+        )
+    free = status is Status.QUEUED or row["lease_expires_at"] <= now
+    if free and row["attempts"] < row["max_attempts"]:
+        return None
+    return AcquireResult(AcquireOutcome.HELD, dispatch_seq=seq, status=status)
+
+
+async def _grant(
+    conn: AsyncConnection, row: RowMapping, worker_id: str, lease_seconds: float, now: datetime
+) -> Lease:
+    """Lease a row `_refusal` accepted: new token, one more attempt, a running attempt row."""
+    if row["status"] == Status.PROCESSING:  # taking over a lease that expired
+        await _retire(conn, row, now)
+    lease = Lease(
+        document_id=row["id"],
+        collection=row["collection"],
+        token=str(uuid4()),
+        worker_id=worker_id,
+        expires_at=now + timedelta(seconds=lease_seconds),
+        attempt=row["attempts"] + 1,
+        dispatch_seq=row["dispatch_seq"],
+        blob_key=row["blob_key"],
+        content_type=row["content_type"],
+    )
+    await update_document(
+        conn,
+        lease.document_id,
+        status=Status.PROCESSING,
+        lease_token=lease.token,
+        lease_owner=worker_id,
+        lease_expires_at=lease.expires_at,
+        attempts=lease.attempt,
+        started_at=row["started_at"] or now,
+        current_stage="queued",
+        updated_at=now,
+    )
+    attempt = {"document_id": lease.document_id, "number": lease.attempt, "started_at": now}
+    running = {"outcome": AttemptOutcome.RUNNING, "stage": "queued", "worker_id": worker_id}
+    await conn.execute(insert(attempts).values(**attempt, **running, lease_token=lease.token))
+    return lease
+
+
+async def _reclaim(conn: AsyncConnection, row: RowMapping, now: datetime) -> Dispatch:
+    """Take an expired lease back: re-queue with a fresh dispatch, or fail when spent."""
+    message = await _retire(conn, row, now)
+    values: dict[str, Any] = {**LEASE_CLEARED, "updated_at": now, "not_before": None}
+    values.update(last_error=message, error_code="lease_expired")
+    if row["attempts"] < row["max_attempts"]:
+        seq = row["dispatch_seq"] + 1
+        values.update(status=Status.QUEUED, error_kind=ErrorKind.TRANSIENT)
+        values.update(dispatch_seq=seq, last_dispatched_at=now)
+    else:
+        seq = row["dispatch_seq"]
+        values.update(status=Status.FAILED, error_kind=ErrorKind.PERMANENT)
+    await update_document(conn, row["id"], **values)
+    return Dispatch(row["id"], row["collection"], seq, status=values["status"])
+
+
+async def _retire(conn: AsyncConnection, row: RowMapping, now: datetime) -> str:
+    """End an expired lease's attempt and drop what it staged; return why it ended."""
+    message = (
+        f"worker {row['lease_owner']} stopped renewing its lease during stage "
+        f"{row['current_stage'] or 'unknown'} (attempt {row['attempts']} of {row['max_attempts']})"
+    )
+    token = row["lease_token"]
+    error = ErrorInfo("lease_expired", message, ErrorKind.TRANSIENT)
+    await close_attempt(conn, token, now, AttemptOutcome.EXPIRED, error)
+    await _drop_staged(conn, row["id"], token)
+    return message
+
+
+def _given_back(
+    row: RowMapping,
+    outcome: ReleaseOutcome,
+    error: ErrorInfo | None,
+    retry_delay: float,
+    now: datetime,
+) -> dict[str, Any]:
+    """The row's new values for a release other than success."""
+    values: dict[str, Any] = {**LEASE_CLEARED, "updated_at": now}
+    if outcome is ReleaseOutcome.INTERRUPTED:  # not the document's fault: the attempt is free
+        return values | {
+            "status": Status.QUEUED,
+            "attempts": row["attempts"] - 1,
+            "not_before": None,
+        }
+    values["last_error"] = None if error is None else error.message
+    values["error_code"] = None if error is None else error.code
+    if outcome is ReleaseOutcome.TRANSIENT and row["attempts"] < row["max_attempts"]:
+        return values | {
+            "status": Status.QUEUED,
+            "error_kind": ErrorKind.TRANSIENT,
+            "not_before": now + timedelta(seconds=retry_delay),
+            "dispatch_seq": row["dispatch_seq"] + 1,
+            "last_dispatched_at": now,
+        }
+    return values | {"status": Status.FAILED, "error_kind": ErrorKind(outcome.value)}
+
+
+def _holds(row: RowMapping | None, token: str) -> bool:
+    return row is not None and row["status"] == Status.PROCESSING and row["lease_token"] == token
+
+
+def _release_result(row: RowMapping | None, *, applied: bool) -> ReleaseResult:
+    if row is None:
+        return ReleaseResult(applied=False)
+    return ReleaseResult(applied, Status(row["status"]), row["not_before"], row["dispatch_seq"])
+
+
+async def _drop_staged(conn: AsyncConnection, document_id: str, token: str) -> None:
+    c = chunks.c
+    await conn.execute(delete(chunks).where(c.document_id == document_id, c.lease_token == token))

@@ -1,0 +1,638 @@
+"""What the SQL backends share: repository operations, chunk writes, completion and search.
+
+`SqlDocumentStore` holds one SQLAlchemy async engine. Its subclasses supply the database
+clock and the six lease operations (`sqlite.py`: statements under `BEGIN IMMEDIATE`;
+`postgres.py`: the PL/pgSQL functions of `sql/procedures/postgres/`). Every transaction
+here reads the database clock once, after it holds the row it changes, and binds that
+value: Python never decides a time, and SQLite compares timestamps in one storage format.
+Database errors leave this module only as `sheaf.errors` types (see `translate_error`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import fields
+from datetime import datetime
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Join, RowMapping, delete, func, insert, or_, select, text, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from sheaf.adapters.sql.schema import attempts, documents
+from sheaf.adapters.sql.schema import chunks as chunk_table
+from sheaf.domain.models import (
+    AcquireResult,
+    Attempt,
+    AttemptOutcome,
+    Chunk,
+    Cleanup,
+    Completion,
+    Dispatch,
+    Document,
+    EmbeddedChunk,
+    ErrorInfo,
+    ErrorKind,
+    Lease,
+    NewDocument,
+    ReleaseOutcome,
+    ReleaseResult,
+    SearchHit,
+    Stats,
+    Status,
+)
+from sheaf.errors import LeaseLost, SheafError, StoreUnavailable, TransientError
+
+# Execution option marking transactions that only read (SQLite then begins DEFERRED).
+READ_ONLY = "sheaf_read_only"
+LEASE_CLEARED: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
+SEARCH_BATCH_ROWS = 2048  # bounds the memory of one search step, whatever the corpus size
+_KEYS_PER_QUERY = 500  # stays far below every driver's bound-parameter limit
+
+_CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})  # serialization, deadlock, lock
+# Server full, shutting down, database missing; plus every code of classes 08 and 28
+# (connection failure, authentication) - all met while connecting, none a bug in a query.
+_UNAVAILABLE_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03", "3D000"})
+_UNAVAILABLE_CLASSES = ("08", "28")
+_SQLITE_BUSY = ("database is locked", "database is busy", "database table is locked")
+
+
+def translate_error(exc: BaseException) -> SheafError | None:
+    """The `sheaf.errors` type a driver error means, or None when it is a bug to surface.
+
+    Unreachable or lost connections are `StoreUnavailable`; conflicts that succeed when
+    tried again (deadlock, serialization failure, lock timeout, SQLite busy) are
+    `TransientError`. Everything else (constraint violations, SQL errors) stays as is.
+    """
+    if isinstance(exc, sa_exc.DBAPIError):
+        state = getattr(exc.orig, "sqlstate", None) or ""
+        message = str(exc.orig)
+        unavailable = state in _UNAVAILABLE_SQLSTATES or state.startswith(_UNAVAILABLE_CLASSES)
+        if exc.connection_invalidated or unavailable:
+            return StoreUnavailable(f"database connection failed: {message}")
+        if state in _CONFLICT_SQLSTATES or any(m in message.lower() for m in _SQLITE_BUSY):
+            return TransientError(f"database conflict: {message}", code="database_conflict")
+        if "unable to open database file" in message:
+            return StoreUnavailable(f"database file cannot be opened: {message}")
+        return None
+    if isinstance(exc, OSError):  # refused, reset, timed out while connecting
+        return StoreUnavailable(f"database unreachable: {exc}")
+    if isinstance(exc, sa_exc.TimeoutError):
+        return TransientError("no database connection free in the pool", code="pool_timeout")
+    return None
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    try:
+        yield
+    except (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError) as exc:
+        error = translate_error(exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+S = TypeVar("S", bound="SqlDocumentStore")
+CLOSE_WAIT_SECONDS = 10.0  # how long `close` lets operations already started finish
+
+
+def shielded(
+    method: Callable[Concatenate[S, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
+    """Let a started operation finish its transaction even when the caller is cancelled.
+
+    Cancelling SQLAlchemy mid-statement invalidates the connection; with aiosqlite the
+    closed connection can linger as a zombie that keeps SQLite's write lock until the
+    garbage collector runs, stalling every process that shares the file (a worker
+    cancels its heartbeat mid-renewal all the time). Shielded, the transaction commits or
+    rolls back normally, and the caller still receives its `CancelledError` at once.
+    """
+
+    @functools.wraps(method)
+    async def run(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        task = asyncio.ensure_future(method(self, *args, **kwargs))
+        self._in_flight.add(task)
+        task.add_done_callback(self._settled)
+        return await asyncio.shield(task)
+
+    return run
+
+
+class SqlDocumentStore(ABC):
+    """`sheaf.ports.DocumentStore` on one SQL database; build it with `open_store(url)`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._reader = engine.execution_options(**{READ_ONLY: True})
+        self._in_flight: set[asyncio.Future[Any]] = set()
+
+    def _settled(self, task: asyncio.Future[Any]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled():
+            task.exception()  # a caller that was cancelled no longer reads the outcome
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """For tools and tests that need raw SQL; services use the port methods only."""
+        return self._engine
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction (`BEGIN IMMEDIATE` on SQLite), committed on success."""
+        with translated_errors():
+            async with self._engine.begin() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        with translated_errors():
+            async with self._reader.begin() as conn:
+                yield conn
+
+    @abstractmethod
+    async def _now(self, conn: AsyncConnection) -> datetime:
+        """The database clock, read inside the caller's transaction."""
+
+    # -- the lease contract: one implementation per dialect -------------------------------
+
+    @abstractmethod
+    async def acquire_document_lease(
+        self, document_id: str, worker_id: str, lease_seconds: float
+    ) -> AcquireResult: ...
+
+    @abstractmethod
+    async def renew_document_lease(
+        self, document_id: str, lease_token: str, lease_seconds: float, stage: str
+    ) -> bool: ...
+
+    @abstractmethod
+    async def release_document_lease(
+        self,
+        document_id: str,
+        lease_token: str,
+        outcome: ReleaseOutcome,
+        error: ErrorInfo | None = None,
+        retry_delay: float = 0.0,
+    ) -> ReleaseResult: ...
+
+    @abstractmethod
+    async def find_expired_leases(self, limit: int) -> list[Dispatch]: ...
+
+    @abstractmethod
+    async def claim_queued_documents(
+        self, worker_id: str, lease_seconds: float, limit: int
+    ) -> list[Lease]: ...
+
+    @abstractmethod
+    async def claim_stale_dispatches(self, older_than: float, limit: int) -> list[Dispatch]: ...
+
+    # -- writes fenced by the lease token -------------------------------------------------
+
+    @shielded
+    async def write_chunks(self, lease: Lease, chunks: Sequence[EmbeddedChunk]) -> None:
+        async with self._write() as conn:
+            await lock_leased_row(conn, lease.document_id, lease.token)
+            if chunks:
+                await conn.execute(insert(chunk_table), [_chunk_row(lease, c) for c in chunks])
+
+    @shielded
+    async def complete(self, lease: Lease, completion: Completion) -> None:
+        async with self._write() as conn:
+            await lock_leased_row(conn, lease.document_id, lease.token)
+            now = await self._now(conn)
+            await complete_locked(conn, lease.document_id, lease.token, now, completion)
+
+    # -- repository ---------------------------------------------------------------------
+
+    @shielded
+    async def create_document(self, doc: NewDocument) -> tuple[Document, bool]:
+        try:
+            async with self._write() as conn:
+                existing = await _live_twin(conn, doc.collection, doc.sha256)
+                if existing is not None:
+                    return existing, False
+                await conn.execute(insert(documents).values(**_new_row(doc, await self._now(conn))))
+                created = await fetch_document(conn, doc.id, history=False)
+        except sa_exc.IntegrityError:
+            # A concurrent upload of the same content committed first: answer with its row.
+            async with self._read() as conn:
+                twin = await _live_twin(conn, doc.collection, doc.sha256)
+            if twin is None:
+                raise
+            return twin, False
+        assert created is not None  # inserted in this very transaction
+        return created, True
+
+    @shielded
+    async def get_document(self, document_id: str, *, history: bool = True) -> Document | None:
+        async with self._read() as conn:
+            return await fetch_document(conn, document_id, history=history)
+
+    @shielded
+    async def list_documents(
+        self,
+        collection: str | None,
+        status: Status | None,
+        after: str | None,
+        limit: int,
+    ) -> list[Document]:
+        d = documents.c
+        query = select(documents).order_by(d.created_at.desc(), d.id.desc()).limit(limit)
+        query = query.where(d.status != Status.DELETED if status is None else d.status == status)
+        if collection is not None:
+            query = query.where(d.collection == collection)
+        async with self._read() as conn:
+            if after is not None:
+                cursor = await conn.execute(select(d.created_at, d.id).where(d.id == after))
+                anchor = cursor.one_or_none()
+                if anchor is None:  # an unknown cursor names no position: nothing follows it
+                    return []
+                older = d.created_at < anchor.created_at
+                query = query.where(
+                    or_(older, (d.created_at == anchor.created_at) & (d.id < after))
+                )
+            rows = (await conn.execute(query)).mappings().all()
+        return [to_document(row) for row in rows]
+
+    @shielded
+    async def delete_document(self, document_id: str) -> Document | None:
+        async with self._write() as conn:
+            row = await fetch_row(conn, document_id, lock=True)
+            if row is None:
+                return None
+            if row["status"] != Status.DELETED:
+                now = await self._now(conn)
+                tombstone = {"status": Status.DELETED, "deleted_at": now, "updated_at": now}
+                await update_document(conn, document_id, **tombstone, **LEASE_CLEARED)
+                if row["lease_token"] is not None:
+                    await close_attempt(conn, row["lease_token"], now, AttemptOutcome.SUPERSEDED)
+            return await fetch_document(conn, document_id, history=True)
+
+    @shielded
+    async def retry_document(self, document_id: str) -> Document | None:
+        async with self._write() as conn:
+            row = await fetch_row(conn, document_id, lock=True)
+            if row is None:
+                return None
+            if row["status"] == Status.FAILED:
+                now = await self._now(conn)
+                await update_document(conn, document_id, **_retried(row, now))
+            return await fetch_document(conn, document_id, history=True)
+
+    @shielded
+    async def stats(self) -> Stats:
+        d = documents.c
+        counts = {status.value: 0 for status in Status}
+        async with self._read() as conn:
+            now = await self._now(conn)
+            for status, count in await conn.execute(
+                select(d.status, func.count()).group_by(d.status)
+            ):
+                counts[status] = count
+            ready = (d.status == Status.QUEUED) & or_(d.not_before.is_(None), d.not_before <= now)
+            oldest_query = select(func.min(func.coalesce(d.not_before, d.created_at))).where(ready)
+            oldest = (await conn.execute(oldest_query)).scalar_one()
+            live = (d.status == Status.PROCESSING) & (d.lease_expires_at > now)
+            held = (await conn.execute(select(func.count()).where(live))).scalar_one()
+        age = None if oldest is None else max(0.0, (now - oldest).total_seconds())
+        return Stats(counts=counts, oldest_ready_age_seconds=age, leases_held=held)
+
+    @shielded
+    async def pending_cleanups(self, limit: int) -> list[Cleanup]:
+        d = documents.c
+        query = (
+            select(d.id, d.blob_key)
+            .where(d.status == Status.DELETED, d.purged_at.is_(None))
+            .order_by(d.deleted_at, d.id)
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Cleanup(document_id=row.id, blob_key=row.blob_key) for row in rows]
+
+    @shielded
+    async def purge_document(self, document_id: str) -> None:
+        """Only tombstones are purged: a live document's chunks are never touched here."""
+        async with self._write() as conn:
+            row = await fetch_row(conn, document_id, lock=True)
+            if row is None or row["status"] != Status.DELETED:
+                return
+            await conn.execute(delete(chunk_table).where(chunk_table.c.document_id == document_id))
+            await update_document(conn, document_id, purged_at=await self._now(conn))
+
+    @shielded
+    async def known_blob_keys(self, keys: Sequence[str]) -> set[str]:
+        d = documents.c
+        wanted = sorted(set(keys))
+        found: set[str] = set()
+        async with self._read() as conn:
+            for start in range(0, len(wanted), _KEYS_PER_QUERY):
+                batch = wanted[start : start + _KEYS_PER_QUERY]
+                query = select(d.blob_key).where(d.blob_key.in_(batch), d.purged_at.is_(None))
+                found.update((await conn.execute(query)).scalars())
+        return found
+
+    @shielded
+    async def document_chunks(self, document_id: str) -> list[Chunk]:
+        c = chunk_table.c
+        query = (
+            select(c.ordinal, c.text, c.page_start, c.page_end)
+            .select_from(_live_chunks())
+            .where(c.document_id == document_id)
+            .order_by(c.ordinal)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Chunk(r.ordinal, r.text, r.page_start, r.page_end) for r in rows]
+
+    @shielded
+    async def search(
+        self, collection: str, vector: Sequence[float], model: str, k: int
+    ) -> list[SearchHit]:
+        """Exact cosine over every live chunk, `SEARCH_BATCH_ROWS` vectors at a time."""
+        query = np.asarray(vector, dtype=np.float64)
+        if k <= 0 or query.size == 0:
+            return []
+        best = _TopK(k)
+        async with self._read() as conn:
+            after = 0
+            while rows := await _vector_batch(conn, collection, model, query.size, after):
+                ids = np.fromiter((row.id for row in rows), dtype=np.int64, count=len(rows))
+                matrix = np.frombuffer(b"".join(row.embedding for row in rows), dtype="<f4")
+                best.offer(ids, _cosine(matrix.reshape(len(rows), query.size), query))
+                after = int(ids[-1])
+            return await _hits(conn, best.ranked())
+
+    @shielded
+    async def ping(self) -> None:
+        async with self._read() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=CLOSE_WAIT_SECONDS)
+        await self._engine.dispose()
+
+
+# -- helpers shared with the dialect modules ------------------------------------------------
+
+
+async def fetch_row(conn: AsyncConnection, document_id: str, *, lock: bool) -> RowMapping | None:
+    """The `documents` row; `lock` takes its row lock (a no-op under SQLite's write lock)."""
+    query = select(documents).where(documents.c.id == document_id)
+    if lock:
+        query = query.with_for_update()
+    return (await conn.execute(query)).mappings().one_or_none()
+
+
+async def fetch_document(
+    conn: AsyncConnection, document_id: str, *, history: bool
+) -> Document | None:
+    row = await fetch_row(conn, document_id, lock=False)
+    if row is None:
+        return None
+    past: list[Attempt] = []
+    if history:  # chronological: numbers restart after a retry, ids never do
+        query = select(attempts).where(attempts.c.document_id == document_id)
+        rows = (await conn.execute(query.order_by(attempts.c.id))).mappings()
+        past = [_attempt(r) for r in rows]
+    return to_document(row, past)
+
+
+async def lock_leased_row(conn: AsyncConnection, document_id: str, token: str) -> None:
+    """Lock the row while `token` still holds its lease, else raise `LeaseLost`."""
+    d = documents.c
+    query = select(d.id).where(
+        d.id == document_id, d.lease_token == token, d.status == Status.PROCESSING
+    )
+    if (await conn.execute(query.with_for_update())).first() is None:
+        raise LeaseLost(f"the lease on document {document_id} is no longer held by this token")
+
+
+async def complete_locked(
+    conn: AsyncConnection,
+    document_id: str,
+    token: str,
+    now: datetime,
+    completion: Completion | None,
+) -> None:
+    """The completion transaction's body, for a row already locked under `token`.
+
+    Chunks staged under any other token go, so only this attempt's chunks become live.
+    """
+    c = chunk_table.c
+    await conn.execute(
+        delete(chunk_table).where(c.document_id == document_id, c.lease_token != token)
+    )
+    count_query = select(func.count()).where(c.document_id == document_id)
+    chunk_count = (await conn.execute(count_query)).scalar_one()
+    values: dict[str, Any] = {
+        "status": Status.COMPLETED,
+        "completed_at": now,
+        "updated_at": now,
+        "chunk_count": chunk_count,
+        "chunks_token": token,
+        "current_stage": None,
+        "last_error": None,
+        "error_code": None,
+        "error_kind": None,
+        **LEASE_CLEARED,
+    }
+    if completion is not None:
+        values["page_count"] = completion.page_count
+        values["embedding_model"] = completion.embedding_model
+        values["embedding_dimensions"] = completion.embedding_dimensions
+    await update_document(conn, document_id, **values)
+    stage_seconds = None if completion is None else completion.stage_seconds
+    await close_attempt(conn, token, now, AttemptOutcome.COMPLETED, stage_seconds=stage_seconds)
+
+
+async def close_attempt(
+    conn: AsyncConnection,
+    token: str,
+    now: datetime,
+    outcome: AttemptOutcome,
+    error: ErrorInfo | None = None,
+    *,
+    stage_seconds: dict[str, float] | None = None,
+) -> None:
+    """End the attempt row of `token` (only while it is still running)."""
+    a = attempts.c
+    values: dict[str, Any] = {"outcome": outcome, "ended_at": now}
+    if error is not None:
+        values.update(error_code=error.code, error=error.message)
+    if stage_seconds is not None:
+        values["stage_seconds"] = json.dumps(stage_seconds)
+    running = (a.lease_token == token) & (a.outcome == AttemptOutcome.RUNNING)
+    await conn.execute(update(attempts).where(running).values(**values))
+
+
+def to_document(row: RowMapping, history: Sequence[Attempt] = ()) -> Document:
+    kind = row["error_kind"]
+    return Document(
+        **{name: row[name] for name in _PLAIN_DOCUMENT_FIELDS},
+        status=Status(row["status"]),
+        error_kind=ErrorKind(kind) if kind else None,
+        history=tuple(history),
+    )
+
+
+_PLAIN_DOCUMENT_FIELDS = tuple(
+    f.name for f in fields(Document) if f.name not in {"status", "error_kind", "history"}
+)
+
+
+def _attempt(row: RowMapping) -> Attempt:
+    seconds = row["stage_seconds"]
+    return Attempt(
+        number=row["number"],
+        worker_id=row["worker_id"],
+        lease_token=row["lease_token"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        outcome=AttemptOutcome(row["outcome"]),
+        error_code=row["error_code"],
+        error=row["error"],
+        stage=row["stage"],
+        stage_seconds=json.loads(seconds) if seconds else {},
+    )
+
+
+async def update_document(conn: AsyncConnection, document_id: str, **values: Any) -> None:
+    await conn.execute(update(documents).where(documents.c.id == document_id).values(**values))
+
+
+async def _live_twin(conn: AsyncConnection, collection: str, sha256: str) -> Document | None:
+    d = documents.c
+    query = select(d.id).where(
+        d.collection == collection, d.sha256 == sha256, d.status != Status.DELETED
+    )
+    twin_id = (await conn.execute(query)).scalar_one_or_none()
+    return None if twin_id is None else await fetch_document(conn, twin_id, history=False)
+
+
+def _new_row(doc: NewDocument, now: datetime) -> dict[str, Any]:
+    return {
+        **{f.name: getattr(doc, f.name) for f in fields(NewDocument)},
+        "status": Status.QUEUED,
+        "attempts": 0,
+        "dispatch_seq": 1,
+        "last_dispatched_at": now,
+        "chunk_count": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _retried(row: RowMapping, now: datetime) -> dict[str, Any]:
+    """A failed row back to its first attempt, announced by a fresh dispatch."""
+    return {
+        "status": Status.QUEUED,
+        "attempts": 0,
+        "not_before": None,
+        "dispatch_seq": row["dispatch_seq"] + 1,
+        "last_dispatched_at": now,
+        "updated_at": now,
+        "current_stage": None,
+        "last_error": None,
+        "error_code": None,
+        "error_kind": None,
+    }
+
+
+def _chunk_row(lease: Lease, item: EmbeddedChunk) -> dict[str, Any]:
+    vector = np.asarray(item.vector, dtype="<f4")
+    return {
+        "document_id": lease.document_id,
+        "collection": lease.collection,
+        "lease_token": lease.token,
+        "ordinal": item.chunk.ordinal,
+        "page_start": item.chunk.page_start,
+        "page_end": item.chunk.page_end,
+        "text": item.chunk.text,
+        "model": item.model,
+        "dimensions": int(vector.size),
+        "embedding": vector.tobytes(),
+    }
+
+
+def _live_chunks() -> Join:
+    """Chunks joined to their document, limited to those its completion made visible."""
+    d = documents.c
+    return chunk_table.join(
+        documents,
+        (d.id == chunk_table.c.document_id)
+        & (d.status == Status.COMPLETED)
+        & (d.chunks_token == chunk_table.c.lease_token),
+    )
+
+
+async def _vector_batch(
+    conn: AsyncConnection, collection: str, model: str, dimensions: int, after: int
+) -> Sequence[Any]:
+    c = chunk_table.c
+    query = (
+        select(c.id, c.embedding)
+        .select_from(_live_chunks())
+        .where(c.collection == collection, c.model == model, c.dimensions == dimensions)
+        .where(c.id > after)
+        .order_by(c.id)
+        .limit(SEARCH_BATCH_ROWS)
+    )
+    return (await conn.execute(query)).all()
+
+
+async def _hits(conn: AsyncConnection, ranked: list[tuple[int, float]]) -> list[SearchHit]:
+    if not ranked:
+        return []
+    c = chunk_table.c
+    query = (
+        select(c.id, c.document_id, documents.c.filename, c.ordinal)
+        .add_columns(c.page_start, c.page_end, c.text)
+        .select_from(_live_chunks())
+        .where(c.id.in_([chunk_id for chunk_id, _ in ranked]))
+    )
+    rows = {row.id: row for row in await conn.execute(query)}
+    return [
+        SearchHit(r.document_id, r.filename, r.ordinal, r.page_start, r.page_end, score, r.text)
+        for chunk_id, score in ranked
+        if (r := rows.get(chunk_id)) is not None
+    ]
+
+
+def _cosine(matrix: npt.NDArray[np.float32], query: npt.NDArray[np.float64]) -> Any:
+    norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(query)
+    dots = matrix.astype(np.float64) @ query
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+
+
+class _TopK:
+    """The k best (chunk id, score) pairs seen so far; memory stays O(k + one batch)."""
+
+    def __init__(self, k: int) -> None:
+        self._k = k
+        self._ids = np.empty(0, dtype=np.int64)
+        self._scores = np.empty(0, dtype=np.float64)
+
+    def offer(self, ids: npt.NDArray[np.int64], scores: npt.NDArray[np.float64]) -> None:
+        all_ids = np.concatenate([self._ids, ids])
+        all_scores = np.concatenate([self._scores, scores])
+        if all_ids.size > self._k:
+            keep = np.argpartition(-all_scores, self._k - 1)[: self._k]
+            all_ids, all_scores = all_ids[keep], all_scores[keep]
+        self._ids, self._scores = all_ids, all_scores
+
+    def ranked(self) -> list[tuple[int, float]]:
+        """Best first; equal scores in chunk-id order so results are deterministic."""
+        order = np.lexsort((self._ids, -self._scores))
+        return [(int(self._ids[i]), float(self._scores[i])) for i in order]

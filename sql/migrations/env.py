@@ -1,0 +1,56 @@
+"""Alembic environment for Sheaf: runs the migrations over Sheaf's own async engine.
+
+Start it with `sheaf.adapters.sql.migrate.upgrade(url)`, which passes the URL in
+`config.attributes`. The whole upgrade is one transaction that first serialises concurrent
+migrators: SQLite's engine begins with BEGIN IMMEDIATE, PostgreSQL takes an advisory lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy import Connection, text
+
+from sheaf.adapters.sql import create_engine
+from sheaf.adapters.sql.schema import metadata
+
+MIGRATION_LOCK_KEY = 0x5EAF_0001  # pg_advisory_xact_lock key: one migrator per database
+
+
+def _database_url() -> str:
+    url = context.config.attributes.get("database_url") or context.config.get_main_option(
+        "sqlalchemy.url"
+    )
+    if not url:
+        raise RuntimeError("no database URL: run sheaf.adapters.sql.migrate.upgrade(url)")
+    return str(url)
+
+
+def _migrate(connection: Connection) -> None:
+    with connection.begin():
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            transactional_ddl=True,  # SQLite too: its DDL is transactional under our BEGIN
+            render_as_batch=connection.dialect.name == "sqlite",
+        )
+        context.run_migrations()
+
+
+async def _migrate_async() -> None:
+    engine = create_engine(_database_url(), pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_migrate)
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    raise RuntimeError("offline (--sql) migrations are not supported; run them online")
+asyncio.run(_migrate_async())

@@ -1,0 +1,116 @@
+"""Fixtures of the store contract: one empty `store` per backend, and document factories.
+
+`memory` is the in-package fake, `sqlite` a copy of a file migrated once per session,
+`postgres` the session's database (migrated once, its tables emptied before every test).
+The URL fixtures are synchronous on purpose: migrations run outside any event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sheaf.adapters.sql import open_store
+from sheaf.adapters.sql.migrate import upgrade
+from sheaf.domain.models import Document, NewDocument
+from sheaf.ports import DocumentStore
+
+MakeDocument = Callable[..., Awaitable[Document]]
+NewDocumentFactory = Callable[..., NewDocument]
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres_url(postgres_url: str) -> str:
+    upgrade(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "sheaf.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+def truncate_postgres(dsn: str) -> None:
+    import psycopg2
+
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("TRUNCATE chunks, attempts, documents RESTART IDENTITY")
+    conn.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    """The backend's URL (`memory` for the fake), its database empty and migrated."""
+    if request.param == "memory":
+        return "memory"
+    if request.param == "sqlite":
+        path = tmp_path / "sheaf.db"
+        shutil.copyfile(sqlite_template, path)
+        return f"sqlite+aiosqlite:///{path}"
+    url: str = request.getfixturevalue("empty_postgres_url")
+    return url
+
+
+@pytest.fixture
+def empty_postgres_url(migrated_postgres_url: str, postgres_dsn: str) -> str:
+    """The session's PostgreSQL database, migrated, every table emptied."""
+    truncate_postgres(postgres_dsn)
+    return migrated_postgres_url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[DocumentStore]:
+    if store_url == "memory":
+        from sheaf.testing import InMemoryDocumentStore
+
+        backend: DocumentStore = InMemoryDocumentStore()
+    else:
+        backend = await open_store(store_url)
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+@pytest.fixture
+def new_document() -> NewDocumentFactory:
+    """`new_document(collection=, content=, max_attempts=)`: a document to upload."""
+    return _new_document
+
+
+@pytest.fixture
+def make_document(store: DocumentStore) -> MakeDocument:
+    """Insert a queued document through `create_document` and return it."""
+
+    async def make(**options: Any) -> Document:
+        document, created = await store.create_document(_new_document(**options))
+        assert created
+        return document
+
+    return make
+
+
+def _new_document(
+    *, collection: str = "docs", content: str | None = None, max_attempts: int = 3
+) -> NewDocument:
+    """A document to upload; distinct content unless `content` is given."""
+    document_id = str(uuid.uuid4())
+    body = content if content is not None else document_id
+    return NewDocument(
+        id=document_id,
+        collection=collection,
+        filename=f"{document_id[:8]}.txt",
+        content_type="text/plain",
+        size_bytes=len(body),
+        sha256=hashlib.sha256(body.encode()).hexdigest(),
+        blob_key=f"{collection}/{document_id}",
+        max_attempts=max_attempts,
+    )

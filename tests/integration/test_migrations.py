@@ -1,0 +1,145 @@
+"""The migrations build exactly `schema.py`, install the lease functions, and are idempotent.
+
+Each backend starts from a database no test has touched; the schema is read back with
+SQLAlchemy's inspector (sync drivers) and compared with the table definitions in code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+import sqlalchemy as sa
+
+from sheaf.adapters.sql import open_store
+from sheaf.adapters.sql.migrate import sql_dir, upgrade
+from sheaf.adapters.sql.schema import metadata
+from sheaf.errors import ConfigError
+
+pytestmark = pytest.mark.integration
+
+LEASE_FUNCTIONS = {
+    "acquire_document_lease",
+    "renew_document_lease",
+    "release_document_lease",
+    "find_expired_leases",
+    "claim_queued_documents",
+    "claim_stale_dispatches",
+}
+EXPECTED_COLUMNS = {
+    name: {c.name for c in table.columns} for name, table in metadata.tables.items()
+}
+EXPECTED_INDEXES = {
+    name: {index.name for index in table.indexes} for name, table in metadata.tables.items()
+}
+LIVE_INDEX = "uq_documents_collection_sha256_live"
+
+
+def read_schema(sync_url: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Columns and index names per table of `schema.py`, as the database reports them."""
+    engine = sa.create_engine(sync_url)
+    try:
+        inspector = sa.inspect(engine)
+        columns = {t: {c["name"] for c in inspector.get_columns(t)} for t in metadata.tables}
+        indexes = {
+            t: {
+                str(i["name"]) for i in inspector.get_indexes(t) if "duplicates_constraint" not in i
+            }
+            for t in metadata.tables
+        }  # PostgreSQL also reports the index behind UNIQUE(lease_token): not an Index
+        return columns, indexes
+    finally:
+        engine.dispose()
+
+
+def dump(sync_url: str, query: str) -> list[tuple[object, ...]]:
+    engine = sa.create_engine(sync_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sa.text(query))]
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def fresh_postgres(postgres_dsn: str) -> Iterator[str]:
+    """A libpq DSN of a brand-new empty database on the test server, dropped afterwards."""
+    admin = psycopg2.connect(postgres_dsn)
+    admin.autocommit = True
+    name = f"sheaf_migrate_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{postgres_dsn.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_sqlite_upgrade_builds_the_schema_once(tmp_path: Path) -> None:
+    path = tmp_path / "not" / "yet" / "sheaf.db"  # upgrade creates the directories
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    sync_url = f"sqlite:///{path}"
+    assert read_schema(sync_url) == (EXPECTED_COLUMNS, EXPECTED_INDEXES)
+    (live_index,) = dump(sync_url, f"SELECT sql FROM sqlite_master WHERE name = '{LIVE_INDEX}'")
+    assert "WHERE status <> 'deleted'" in str(live_index[0])
+    everything = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
+    before = dump(sync_url, everything), dump(sync_url, "SELECT * FROM alembic_version")
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    assert (dump(sync_url, everything), dump(sync_url, "SELECT * FROM alembic_version")) == before
+    assert dump(sync_url, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_postgres_upgrade_builds_the_schema_and_functions_once(fresh_postgres: str) -> None:
+    url = fresh_postgres.replace("postgresql://", "postgresql+asyncpg://", 1)
+    sync_url = fresh_postgres.replace("postgresql://", "postgresql+psycopg2://", 1)
+    upgrade(url)
+    assert read_schema(sync_url) == (EXPECTED_COLUMNS, EXPECTED_INDEXES)
+    functions = "SELECT proname, prosrc FROM pg_proc WHERE proname = ANY(:names) ORDER BY 1"
+    query = functions.replace(
+        ":names", "ARRAY[" + ",".join(f"'{f}'" for f in LEASE_FUNCTIONS) + "]"
+    )
+    installed = dump(sync_url, query)
+    assert {name for name, _ in installed} == LEASE_FUNCTIONS
+    assert len(installed) == len(LEASE_FUNCTIONS)  # one signature each, no stale overloads
+    (live_index,) = dump(
+        sync_url, f"SELECT indexdef FROM pg_indexes WHERE indexname = '{LIVE_INDEX}'"
+    )
+    assert "WHERE" in str(live_index[0])
+    assert "'deleted'" in str(live_index[0])
+    version = dump(sync_url, "SELECT * FROM alembic_version")
+    upgrade(url)
+    assert dump(sync_url, query) == installed
+    assert dump(sync_url, "SELECT * FROM alembic_version") == version
+
+
+async def test_upgrade_runs_from_a_thread_while_a_loop_runs(tmp_path: Path) -> None:
+    """The CLI calls `upgrade` through `asyncio.to_thread` from inside its event loop."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'sheaf.db'}"
+    await asyncio.to_thread(upgrade, url)
+    store = await open_store(url)
+    try:
+        assert (await store.stats()).counts["queued"] == 0
+    finally:
+        await store.close()
+
+
+def test_procedure_files_are_the_lease_functions() -> None:
+    names = {path.stem for path in (sql_dir() / "procedures" / "postgres").glob("*.sql")}
+    assert names == LEASE_FUNCTIONS
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mysql+aiomysql://u@h/db", "sqlite:///sync-driver.db", "not a url", "sqlite+aiosqlite://"],
+)
+async def test_unsupported_database_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"supported|file path"):
+        await open_store(url)
+    with pytest.raises(ConfigError):
+        upgrade(url)
