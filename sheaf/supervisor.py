@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import Mapping
 
 from api.server import serve
@@ -21,6 +22,7 @@ from sheaf.config import Settings
 log = logging.getLogger(__name__)
 
 RESTART_MAX_SECONDS = 30.0
+HEALTHY_RUN_SECONDS = 60.0
 
 
 async def run_up(settings: Settings, environ: Mapping[str, str]) -> None:
@@ -42,6 +44,7 @@ async def _keep_worker(
     """Run worker `n` until stop, restarting it (with backoff) whenever it dies."""
     delay = 1.0
     while not stop.is_set():
+        started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "sheaf", "worker", env=env
         )
@@ -57,6 +60,8 @@ async def _keep_worker(
             "worker process exited; restarting",
             extra={"worker": n, "returncode": proc.returncode, "delay": delay},
         )
+        if time.monotonic() - started > HEALTHY_RUN_SECONDS:
+            delay = 1.0  # it had been running fine: a one-off crash restarts quickly
         await wait_event(stop, delay)
         delay = min(delay * 2, RESTART_MAX_SECONDS)
 

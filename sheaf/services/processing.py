@@ -211,7 +211,11 @@ async def _pipeline(deps: Deps, lease: Lease, stages: Stages) -> Completion:
         async with stages.stage("extract"):
             pages = await asyncio.to_thread(deps.extractor.extract, path, lease.content_type)
     async with stages.stage("chunk"):
-        chunks = chunk_pages(pages, settings.chunk_size, settings.chunk_overlap)
+        # Off the event loop: a large document takes seconds to chunk, and heartbeats of
+        # the other documents in flight must keep running meanwhile.
+        chunks = await asyncio.to_thread(
+            chunk_pages, pages, settings.chunk_size, settings.chunk_overlap
+        )
     if not chunks:
         raise PermanentError(
             "no extractable text: the file is empty or, for a PDF, has no text layer "
