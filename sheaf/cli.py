@@ -211,7 +211,7 @@ def search(query: str, collection: str, k: int) -> None:
         click.echo(
             f"{n}. {hit['filename']} p.{pages}  score {hit['score']:.3f}  [{hit['document_id']}]"
         )
-        click.echo(f"   {hit['text'][:300]}")
+        click.echo(f"   {' '.join(hit['text'].split())[:300]}")
 
 
 @main.group()
