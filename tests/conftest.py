@@ -67,3 +67,15 @@ def _database() -> Iterator[str]:
 def postgres_url(postgres_dsn: str) -> str:
     """The same database as a SQLAlchemy async URL."""
     return postgres_dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test belongs to the tier of its folder, so `pytest -m unit` selects by tier."""
+    for item in items:
+        tier = next((t for t in TIERS if f"/tests/{t}/" in str(item.path)), None)
+        if tier is None:
+            raise pytest.UsageError(f"{item.nodeid}: tests live under tests/{'|'.join(TIERS)}/")
+        item.add_marker(tier)
