@@ -38,3 +38,22 @@ HTTP_SECONDS = Histogram(
     "API request latency by route and status",
     ["method", "route", "status"],
 )
+
+# -- embedding APIs (Azure OpenAI, OpenAI-compatible): one sample per HTTP try ----------------
+EMBEDDING_REQUESTS = Counter(
+    "sheaf_embedding_requests_total",
+    "Embedding API calls (each retry counts), by result",
+    ["result"],  # ok | throttled | error
+)
+EMBEDDING_TOKENS = Counter(
+    "sheaf_embedding_tokens_total",
+    "Tokens embedded, as the API counted them (our estimate where it does not say)",
+)
+EMBEDDING_THROTTLES = Counter(
+    "sheaf_embedding_throttles_total", "429 answers from embedding APIs: the quota is too small"
+)
+EMBEDDING_SECONDS = Histogram(
+    "sheaf_embedding_request_duration_seconds",
+    "Latency of one embedding API call, failures included",
+    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
