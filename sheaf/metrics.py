@@ -29,6 +29,11 @@ STAGE_SECONDS = Histogram(
     ["stage"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
+EMBEDDING_CACHE = Counter(
+    "sheaf_embedding_cache_lookups_total",
+    "Chunks whose vector was reused from the collection (hit) or had to be embedded (miss)",
+    ["result"],
+)
 LEASES_ACQUIRED = Counter("sheaf_leases_acquired_total", "Leases granted to this process")
 LEASES_EXPIRED = Counter(
     "sheaf_leases_expired_total", "Expired leases this process took back (crashed workers)"

@@ -126,6 +126,16 @@ class DocumentRepository(Protocol):
 
 
 class VectorIndex(Protocol):
+    async def cached_embeddings(
+        self, collection: str, model: str, content_hashes: Sequence[str]
+    ) -> dict[str, tuple[float, ...]]:
+        """Vectors already stored in `collection` by `model` for these chunk text hashes.
+
+        The embedding cache: keyed by `content_hash(text)`, scoped to the collection, and
+        purged with the documents whose chunks hold the vectors.
+        """
+        ...
+
     async def search(
         self, collection: str, vector: Sequence[float], model: str, k: int
     ) -> list[SearchHit]:

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sheaf.domain.blobkeys import validate_blob_key
+from sheaf.domain.chunking import content_hash
 from sheaf.domain.models import (
     TERMINAL_STATUSES,
     AcquireOutcome,
@@ -370,6 +371,19 @@ class InMemoryDocumentStore:
         async with self._lock:
             live = [c for c in self._chunks if c.document_id == document_id and self._live(c)]
             return [c.chunk for c in sorted(live, key=lambda c: c.chunk.ordinal)]
+
+    async def cached_embeddings(
+        self, collection: str, model: str, content_hashes: Sequence[str]
+    ) -> dict[str, tuple[float, ...]]:
+        wanted = set(content_hashes)
+        async with self._lock:
+            return {
+                content_hash(c.chunk.text): tuple(float(x) for x in c.vector)
+                for c in self._chunks
+                if c.model == model
+                and self._rows[c.document_id].collection == collection
+                and content_hash(c.chunk.text) in wanted
+            }
 
     async def search(
         self, collection: str, vector: Sequence[float], model: str, k: int

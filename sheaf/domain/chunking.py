@@ -19,6 +19,7 @@ What callers may rely on:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
@@ -101,3 +102,8 @@ def _overlap_start(words: Sequence[_Word], start: int, end: int, overlap: int) -
 def _make_chunk(ordinal: int, words: Sequence[_Word]) -> Chunk:
     text = words[0].text + "".join(word.separator + word.text for word in words[1:])
     return Chunk(ordinal=ordinal, text=text, page_start=words[0].page, page_end=words[-1].page)
+
+
+def content_hash(text: str) -> str:
+    """The embedding cache key of a chunk: SHA-256 of its text."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()

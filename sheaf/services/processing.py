@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sheaf import metrics
 from sheaf.aio import wait_event
-from sheaf.domain.chunking import chunk_pages
+from sheaf.domain.chunking import chunk_pages, content_hash
 from sheaf.domain.models import (
     Chunk,
     Completion,
@@ -236,13 +236,27 @@ async def _pipeline(deps: Deps, lease: Lease, stages: Stages) -> Completion:
 
 async def _index_batch(deps: Deps, lease: Lease, stages: Stages, batch: Sequence[Chunk]) -> None:
     async with stages.stage("embed"):
-        vectors = await deps.embedder.embed([chunk.text for chunk in batch])
+        vectors = await _embed(deps, lease.collection, [chunk.text for chunk in batch])
     async with stages.stage("index"):
         embedded = [
             EmbeddedChunk(chunk, vector, deps.embedder.model)
             for chunk, vector in zip(batch, vectors, strict=True)
         ]
         await deps.store.write_chunks(lease, embedded)
+
+
+async def _embed(deps: Deps, collection: str, texts: list[str]) -> list[tuple[float, ...]]:
+    """Embed only texts this collection has not embedded with this model before."""
+    model = deps.embedder.model
+    hashes = [content_hash(text) for text in texts]
+    known = await deps.store.cached_embeddings(collection, model, hashes)
+    missing = sorted({h: t for h, t in zip(hashes, texts, strict=True) if h not in known}.items())
+    if missing:
+        fresh = await deps.embedder.embed([text for _, text in missing])
+        known.update(zip((h for h, _ in missing), fresh, strict=True))
+    metrics.EMBEDDING_CACHE.labels(result="hit").inc(len(texts) - len(missing))
+    metrics.EMBEDDING_CACHE.labels(result="miss").inc(len(missing))
+    return [known[h] for h in hashes]
 
 
 def _ctx(lease: Lease, **extra: object) -> dict[str, object]:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from sheaf.domain.chunking import content_hash
 from sheaf.domain.models import (
     AcquireOutcome,
     AttemptOutcome,
@@ -799,3 +800,19 @@ async def test_operations_cancelled_midway_leave_the_store_usable(
             await renewal
         async with asyncio.timeout(5):  # a stranded write lock stalls this until timeout
             assert await store.renew_document_lease(doc.id, lease.token, LONG, "embed")
+
+
+async def test_cached_embeddings_are_found_by_text_within_collection_and_model(
+    store: DocumentStore, make_document: MakeDocument
+) -> None:
+    done = await make_document()
+    await completed(store, done, *embedded((1.0, 0.0, 0.0), (0.0, 0.6, 0.8)))
+    wanted = [content_hash("c1"), content_hash("never embedded")]
+    found = await store.cached_embeddings(done.collection, "m", wanted)
+    assert list(found) == [content_hash("c1")]
+    assert found[content_hash("c1")] == pytest.approx((0.0, 0.6, 0.8))
+    assert await store.cached_embeddings(done.collection, "other", wanted) == {}
+    assert await store.cached_embeddings("elsewhere", "m", wanted) == {}
+    await store.delete_document(done.id)
+    await store.purge_document(done.id)
+    assert await store.cached_embeddings(done.collection, "m", wanted) == {}

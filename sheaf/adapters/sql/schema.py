@@ -140,7 +140,10 @@ chunks = Table(
     Column("model", String(128), nullable=False),
     Column("dimensions", Integer, nullable=False),
     Column("embedding", LargeBinary, nullable=False),
+    Column("content_sha256", String(64)),  # the embedding cache key (migration 0002)
     Index("ix_chunks_document_token", "document_id", "lease_token", "ordinal"),
     # Search reads a collection's chunks of one model in id order, in bounded batches.
     Index("ix_chunks_collection_model", "collection", "model", "id"),
+    # Embedding cache: a chunk text already embedded in this collection by this model.
+    Index("ix_chunks_collection_model_content", "collection", "model", "content_sha256"),
 )

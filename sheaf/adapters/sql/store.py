@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sheaf.adapters.sql.schema import attempts, documents
 from sheaf.adapters.sql.schema import chunks as chunk_table
+from sheaf.domain.chunking import content_hash
 from sheaf.domain.models import (
     AcquireResult,
     Attempt,
@@ -356,6 +357,25 @@ class SqlDocumentStore(ABC):
         return [Chunk(r.ordinal, r.text, r.page_start, r.page_end) for r in rows]
 
     @shielded
+    async def cached_embeddings(
+        self, collection: str, model: str, content_hashes: Sequence[str]
+    ) -> dict[str, tuple[float, ...]]:
+        c = chunk_table.c
+        wanted = sorted(set(content_hashes))
+        found: dict[str, tuple[float, ...]] = {}
+        async with self._read() as conn:
+            for start in range(0, len(wanted), _KEYS_PER_QUERY):
+                query = select(c.content_sha256, c.embedding).where(
+                    c.collection == collection,
+                    c.model == model,
+                    c.content_sha256.in_(wanted[start : start + _KEYS_PER_QUERY]),
+                )
+                for row in await conn.execute(query):
+                    vector = np.frombuffer(row.embedding, dtype="<f4")
+                    found[row.content_sha256] = tuple(float(x) for x in vector)
+        return found
+
+    @shielded
     async def search(
         self, collection: str, vector: Sequence[float], model: str, k: int
     ) -> list[SearchHit]:
@@ -563,6 +583,7 @@ def _chunk_row(lease: Lease, item: EmbeddedChunk) -> dict[str, Any]:
         "model": item.model,
         "dimensions": int(vector.size),
         "embedding": vector.tobytes(),
+        "content_sha256": content_hash(item.chunk.text),
     }
 
 
