@@ -1,4 +1,5 @@
-"""The `BlobStore` contract, judged on every backend: the in-memory fake and a real directory.
+"""The `BlobStore` contract, judged on every backend: the in-memory fake, a real directory
+and Azure Blob Storage (Azurite, a container per test).
 
 What the API and the worker rely on: an upload is stored whole or not at all (a stream
 that fails or is cancelled leaves nothing, an overwrite is never seen half-written), keys
@@ -10,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,6 +23,10 @@ from sheaf.errors import BlobNotFound, StoreUnavailable, UploadTooLarge
 from sheaf.ports import BlobInfo, BlobStore
 from sheaf.testing import InMemoryBlobStore
 
+if TYPE_CHECKING:
+    from tests.azurite_fixtures import Azurite
+
+pytest_plugins = ["tests.azurite_fixtures"]
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
@@ -29,12 +35,16 @@ ESCAPING_KEYS = ["../x", "/etc/passwd", "a/../../b", "a\\b", "a\x00b"]
 MALFORMED_KEYS = ["", "a//b", "a/./b", "a/", "./a", "..", "a b", "caf\u00e9", "a~b"]
 
 
-@pytest.fixture(params=["memory", "local"])
-def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+@pytest.fixture(params=["memory", "local", "azurite"])
+async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
     if request.param == "memory":
         yield InMemoryBlobStore()
-    else:
+    elif request.param == "local":
         yield LocalBlobStore(tmp_path / "blobs")
+    else:
+        azurite: Azurite = request.getfixturevalue("azurite")  # started only when needed
+        async with azurite.store() as store:
+            yield store
 
 
 async def stream(*parts: bytes) -> AsyncIterator[bytes]:
