@@ -1,14 +1,17 @@
 """The composition root: the only place that chooses adapters and builds the services.
 
-Nothing is opened at import time. `open_deps` opens every resource and `Deps.close`-style
-cleanup happens in `close_deps`; callers tie them to their own lifetime (the aiohttp
-`cleanup_ctx`, the worker's `async with`).
+Nothing is opened at import time. `open_deps` opens every resource in an exit stack and
+closes them in reverse order; callers tie it to their own lifetime (the aiohttp
+`cleanup_ctx`, the worker's `async with`). One Azure credential is built here, at most
+once, and shared by every adapter that authenticates with Entra ID.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+
+from azure.core.credentials_async import AsyncTokenCredential
 
 from sheaf.adapters.blob_local import LocalBlobStore
 from sheaf.adapters.bus_none import NoMessageBus
@@ -17,6 +20,7 @@ from sheaf.adapters.sql import open_store
 from sheaf.adapters.sql.migrate import upgrade
 from sheaf.config import Settings
 from sheaf.extract import LocalExtractor
+from sheaf.ports import BlobStore, Embedder
 from sheaf.services.deps import Deps
 
 
@@ -28,13 +32,14 @@ def migrate(settings: Settings) -> None:
 @contextlib.asynccontextmanager
 async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     async with contextlib.AsyncExitStack() as stack:
+        credential = await _credential(settings, stack)
         store = await open_store(settings.database_url.get_secret_value())
         stack.push_async_callback(store.close)
-        blobs = LocalBlobStore(settings.blob_dir)
+        blobs = _blob_store(settings, credential)
         stack.push_async_callback(blobs.close)
         bus = NoMessageBus()
         stack.push_async_callback(bus.close)
-        embedder = LexicalEmbedder(settings.embedding_dimensions)
+        embedder = _embedder(settings, credential)
         stack.push_async_callback(embedder.close)
         yield Deps(
             settings=settings,
@@ -44,3 +49,76 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
             extractor=LocalExtractor(),
             embedder=embedder,
         )
+
+
+async def _credential(
+    settings: Settings, stack: contextlib.AsyncExitStack
+) -> AsyncTokenCredential | None:
+    """`DefaultAzureCredential`: workload identity on AKS, managed identity on Azure
+    compute, the developer's `az login` on a laptop. Closed after everything using it."""
+    if not settings.needs_azure_credential:
+        return None
+    from azure.identity.aio import DefaultAzureCredential
+
+    credential = DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
+    stack.push_async_callback(credential.close)
+    return credential
+
+
+def _blob_store(settings: Settings, credential: AsyncTokenCredential | None) -> BlobStore:
+    if settings.blob_backend == "local":
+        return LocalBlobStore(settings.blob_dir)
+    from sheaf.adapters.blob_azure import AzureBlobStore
+
+    container = settings.azure_storage_container
+    if settings.azure_storage_connection_string is not None:
+        secret = settings.azure_storage_connection_string.get_secret_value()
+        return AzureBlobStore.from_connection_string(secret, container)
+    assert settings.azure_storage_account_url is not None  # checked by Settings
+    assert credential is not None
+    return AzureBlobStore.from_account_url(
+        settings.azure_storage_account_url, credential, container
+    )
+
+
+def _embedder(settings: Settings, credential: AsyncTokenCredential | None) -> Embedder:
+    if settings.embedder == "lexical":
+        return LexicalEmbedder(settings.embedding_dimensions)
+    from sheaf.adapters.embed_openai import (
+        EmbeddingLimits,
+        azure_openai_embedder,
+        openai_compatible_embedder,
+    )
+
+    limits = EmbeddingLimits(
+        max_batch_inputs=settings.embedding_max_batch_inputs,
+        max_request_tokens=settings.embedding_max_request_tokens,
+        max_input_tokens=settings.embedding_max_input_tokens,
+        max_concurrency=settings.embedding_concurrency,
+        timeout_seconds=settings.embedding_timeout_seconds,
+    )
+    if settings.embedder == "openai":
+        assert settings.openai_base_url
+        assert settings.openai_model
+        key = settings.openai_api_key
+        return openai_compatible_embedder(
+            settings.openai_base_url,
+            settings.openai_model,
+            settings.embedding_dimensions,
+            api_key=key.get_secret_value() if key else None,
+            limits=limits,
+            request_dimensions=settings.embedding_request_dimensions,
+        )
+    assert settings.azure_openai_endpoint
+    assert settings.azure_openai_deployment
+    key = settings.azure_openai_api_key
+    return azure_openai_embedder(
+        settings.azure_openai_endpoint,
+        settings.azure_openai_deployment,
+        settings.azure_openai_api_version,
+        settings.embedding_dimensions,
+        credential=None if key else credential,
+        api_key=key.get_secret_value() if key else None,
+        limits=limits,
+        request_dimensions=settings.embedding_request_dimensions,
+    )

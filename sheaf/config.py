@@ -35,16 +35,60 @@ class Settings(BaseModel):
         description="SQLAlchemy async URL: sqlite+aiosqlite:///PATH or "
         "postgresql+asyncpg://USER@HOST/DB.",
     )
+    blob_backend: Literal["local", "azure"] = Field(
+        "local", description="`local`: a directory (SHEAF_BLOB_DIR); `azure`: Blob Storage."
+    )
     blob_dir: Path = Field(Path(".sheaf/blobs"), description="Local blob store directory.")
+    azure_storage_account_url: str | None = Field(
+        None, description="https://ACCOUNT.blob.core.windows.net, reached with Entra ID."
+    )
+    azure_storage_connection_string: SecretStr | None = Field(
+        None, description="Alternative to the account URL: a connection string (Azurite)."
+    )
+    azure_storage_container: str = Field(
+        "documents", description="Blob container used only by Sheaf (orphans are collected)."
+    )
+    azure_client_id: str | None = Field(
+        None, description="Client id of a user-assigned managed identity, if not the default."
+    )
     message_bus: Literal["none"] = Field(
         "none", description="`none`: workers poll the database for queued documents."
     )
-    embedder: Literal["lexical"] = Field(
-        "lexical", description="`lexical`: offline deterministic hashed word n-grams."
+    embedder: Literal["lexical", "azure-openai", "openai"] = Field(
+        "lexical",
+        description="`lexical` (offline hashed word n-grams), `azure-openai`, or `openai` "
+        "(any OpenAI-compatible endpoint).",
     )
     embedding_dimensions: int = Field(
-        1024, ge=16, le=8192, description="Vector size of the lexical embedder."
+        1024, ge=16, le=8192, description="Vector size, sent to the API for text-embedding-3."
     )
+    embedding_request_dimensions: bool = Field(
+        True, description="Send `dimensions` to the API (false for models that cannot shorten)."
+    )
+    azure_openai_endpoint: str | None = Field(
+        None, description="https://RESOURCE.openai.azure.com (Entra ID unless a key is set)."
+    )
+    azure_openai_deployment: str | None = Field(None, description="Embedding deployment name.")
+    azure_openai_api_version: str = Field("2024-10-21", description="Azure OpenAI API version.")
+    azure_openai_api_key: SecretStr | None = Field(
+        None, description="Optional API key; without it Sheaf uses its Azure identity."
+    )
+    openai_base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint including /v1, e.g. http://tei:8080/v1."
+    )
+    openai_model: str | None = Field(None, description="Model name at that endpoint.")
+    openai_api_key: SecretStr | None = Field(None, description="Its API key, if it wants one.")
+    embedding_max_batch_inputs: int = Field(
+        2048, ge=1, le=2048, description="Inputs per embedding request."
+    )
+    embedding_max_request_tokens: int = Field(
+        300_000, ge=1, description="Estimated tokens per embedding request."
+    )
+    embedding_max_input_tokens: int = Field(
+        8191, ge=1, description="Longer inputs are split and averaged, never truncated."
+    )
+    embedding_concurrency: int = Field(4, ge=1, description="Embedding requests in flight.")
+    embedding_timeout_seconds: float = Field(60.0, gt=0, description="Per embedding request.")
 
     # -- API ---------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the API listens on.")
@@ -125,9 +169,38 @@ class Settings(BaseModel):
             problems.append("SHEAF_CHUNK_OVERLAP must be smaller than SHEAF_CHUNK_SIZE")
         if self.retry_max_seconds < self.retry_base_seconds:
             problems.append("SHEAF_RETRY_MAX_SECONDS must be at least SHEAF_RETRY_BASE_SECONDS")
+        problems += self._missing_for_backends()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _missing_for_backends(self) -> list[str]:
+        problems = []
+        storage = (self.azure_storage_account_url, self.azure_storage_connection_string)
+        if self.blob_backend == "azure" and sum(v is not None for v in storage) != 1:
+            problems.append(
+                "SHEAF_BLOB_BACKEND=azure needs exactly one of SHEAF_AZURE_STORAGE_ACCOUNT_URL "
+                "(managed identity) or SHEAF_AZURE_STORAGE_CONNECTION_STRING"
+            )
+        if self.embedder == "azure-openai" and not (
+            self.azure_openai_endpoint and self.azure_openai_deployment
+        ):
+            problems.append(
+                "SHEAF_EMBEDDER=azure-openai needs SHEAF_AZURE_OPENAI_ENDPOINT and "
+                "SHEAF_AZURE_OPENAI_DEPLOYMENT"
+            )
+        if self.embedder == "openai" and not (self.openai_base_url and self.openai_model):
+            problems.append(
+                "SHEAF_EMBEDDER=openai needs SHEAF_OPENAI_BASE_URL and SHEAF_OPENAI_MODEL"
+            )
+        return problems
+
+    @property
+    def needs_azure_credential(self) -> bool:
+        """True when some adapter authenticates with the Azure identity (no key given)."""
+        blob = self.blob_backend == "azure" and self.azure_storage_connection_string is None
+        openai = self.embedder == "azure-openai" and self.azure_openai_api_key is None
+        return blob or openai
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:

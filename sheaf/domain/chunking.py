@@ -26,7 +26,9 @@ from typing import NamedTuple
 
 from sheaf.domain.models import Chunk, Page
 
-_GAP_AND_WORD = re.compile(r"(\s*)(\S+)")
+# Words only: a pattern that also captured the gap before each word would backtrack over
+# a long whitespace run once per position (quadratic on a file that ends in blank space).
+_WORD = re.compile(r"\S+")
 
 
 class _Word(NamedTuple):  # a tuple: cheap to build by the hundred thousand
@@ -57,9 +59,12 @@ def _words(pages: Sequence[Page], size: int) -> Iterator[_Word]:
     """Every word with its page and separator; words longer than `size` in pieces."""
     for page in pages:
         separator = "\n"  # a page break reads as a line break
-        for gap, word in _GAP_AND_WORD.findall(page.text):
-            if "\n" in gap:
+        previous_end = 0
+        for match in _WORD.finditer(page.text):
+            word = match.group()
+            if "\n" in page.text[previous_end : match.start()]:
                 separator = "\n"
+            previous_end = match.end()
             if len(word) <= size:
                 yield _Word(word, page.number, separator)
             else:

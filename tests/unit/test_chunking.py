@@ -110,3 +110,10 @@ def test_chunking_is_deterministic() -> None:
 def test_invalid_arguments_are_refused(size: int, overlap: int) -> None:
     with pytest.raises(ValueError, match=r"size|overlap"):
         chunk_pages(BOOK, size, overlap)
+
+
+def test_long_whitespace_runs_are_linear_not_quadratic() -> None:
+    # A quadratic scan of 4 MB of trailing blanks would never finish (the timeout fails it).
+    text = "first words here" + " " * 4_000_000 + "\n" + "last"
+    chunks = chunk_pages([Page(1, text)], size=100, overlap=10)
+    assert [c.text for c in chunks] == ["first words here\nlast"]

@@ -53,3 +53,65 @@ def test_settings_are_frozen() -> None:
     settings = Settings.from_env({})
     with pytest.raises(ValueError, match="frozen"):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_azure_blob_needs_exactly_one_way_in() -> None:
+    with pytest.raises(ConfigError, match="SHEAF_AZURE_STORAGE_ACCOUNT_URL"):
+        Settings.from_env({"SHEAF_BLOB_BACKEND": "azure"})
+    both = {
+        "SHEAF_BLOB_BACKEND": "azure",
+        "SHEAF_AZURE_STORAGE_ACCOUNT_URL": "https://a.blob.core.windows.net",
+        "SHEAF_AZURE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true",
+    }
+    with pytest.raises(ConfigError, match="exactly one"):
+        Settings.from_env(both)
+
+
+def test_embedders_name_what_they_miss() -> None:
+    with pytest.raises(ConfigError, match="SHEAF_AZURE_OPENAI_DEPLOYMENT"):
+        Settings.from_env({"SHEAF_EMBEDDER": "azure-openai", "SHEAF_AZURE_OPENAI_ENDPOINT": "x"})
+    with pytest.raises(ConfigError, match="SHEAF_OPENAI_MODEL"):
+        Settings.from_env({"SHEAF_EMBEDDER": "openai", "SHEAF_OPENAI_BASE_URL": "http://x/v1"})
+
+
+@pytest.mark.parametrize(
+    ("env", "needed"),
+    [
+        ({}, False),
+        (
+            {
+                "SHEAF_BLOB_BACKEND": "azure",
+                "SHEAF_AZURE_STORAGE_ACCOUNT_URL": "https://a.blob.core.windows.net",
+            },
+            True,
+        ),
+        (
+            {
+                "SHEAF_BLOB_BACKEND": "azure",
+                "SHEAF_AZURE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true",
+            },
+            False,
+        ),
+        (
+            {
+                "SHEAF_EMBEDDER": "azure-openai",
+                "SHEAF_AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com",
+                "SHEAF_AZURE_OPENAI_DEPLOYMENT": "emb",
+            },
+            True,
+        ),
+        (
+            {
+                "SHEAF_EMBEDDER": "azure-openai",
+                "SHEAF_AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com",
+                "SHEAF_AZURE_OPENAI_DEPLOYMENT": "emb",
+                "SHEAF_AZURE_OPENAI_API_KEY": "k",
+            },
+            False,
+        ),
+    ],
+)
+def test_an_azure_identity_is_built_only_when_some_adapter_needs_it(
+    env: dict[str, str], needed: bool
+) -> None:
+    assert Settings.from_env(env).needs_azure_credential is needed
