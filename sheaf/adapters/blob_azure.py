@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from datetime import UTC
@@ -107,13 +108,15 @@ class AzureBlobStore:
         """Stage the stream block by block, then commit it; nothing is visible before.
 
         An exception from `chunks` propagates unchanged and leaves no blob. `metadata`
-        names must be ASCII identifiers and values ASCII (they travel as HTTP headers).
+        names must be ASCII identifiers and values ASCII (they travel as HTTP headers);
+        the SHA-256 of the stored bytes is always added as `sha256`.
         """
         blob = self._container.get_blob_client(validate_blob_key(key))
         _check_metadata(metadata)
         upload = uuid.uuid4().hex  # block ids of concurrent uploads to one key never clash
         blocks: list[BlobBlock] = []
         size = 0
+        digest = hashlib.sha256()  # of the bytes actually stored, kept in the blob's metadata
         with self._translated(f"store blob {key!r}"):
             await self._ensure_container()
             try:
@@ -123,9 +126,12 @@ class AzureBlobStore:
                         await blob.stage_block(block_id, block, length=len(block))
                         blocks.append(BlobBlock(block_id))
                         size += len(block)
+                        digest.update(block)
                         del block  # not held while the next one is gathered
                 await blob.commit_block_list(
-                    blocks, content_settings=_CONTENT_SETTINGS, metadata=metadata
+                    blocks,
+                    content_settings=_CONTENT_SETTINGS,
+                    metadata={**(metadata or {}), "sha256": digest.hexdigest()},
                 )
             except ResourceNotFoundError:
                 self._container_ready = False  # deleted under us: the next put recreates it
