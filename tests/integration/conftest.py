@@ -1,23 +1,30 @@
 """Fixtures of the store contract: one empty `store` per backend, and document factories.
 
 `memory` is the in-package fake, `sqlite` a copy of a file migrated once per session,
-`postgres` the session's database (migrated once, its tables emptied before every test).
+`postgres` the session's database (migrated once, its tables emptied before every test),
+`mssql` the database named by SHEAF_TEST_MSSQL_URL (created when missing, migrated once,
+emptied before every test). SQL Server is optional: without the variable its tests are
+skipped with the reason shown, also under CI=true, because this project's CI has none.
 The URL fixtures are synchronous on purpose: migrations run outside any event loop.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from sheaf.adapters.sql import open_store
 from sheaf.adapters.sql.migrate import upgrade
+from sheaf.adapters.sql.mssql import set_session_options
 from sheaf.domain.models import Document, NewDocument
 from sheaf.ports import DocumentStore
 
@@ -46,7 +53,59 @@ def truncate_postgres(dsn: str) -> None:
     conn.close()
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+MSSQL_URL = os.environ.get("SHEAF_TEST_MSSQL_URL", "")
+NO_MSSQL = (
+    "SQL Server not configured: set SHEAF_TEST_MSSQL_URL (README) to run the contract suite "
+    "against it. It is optional, for maintainers: skipped even when CI=true, since this "
+    "project's CI runs no SQL Server (.github/workflows/mssql.yml does, on a hosted CI)"
+)
+
+
+@pytest.fixture(scope="session")
+def mssql_admin() -> Iterator[sa.Engine]:
+    """A synchronous pyodbc engine on the test database, for creating and emptying it."""
+    if not MSSQL_URL:
+        pytest.skip(NO_MSSQL)
+    url = sa.make_url(MSSQL_URL).set(drivername="mssql+pyodbc")
+    _create_mssql_database(url)
+    engine = sa.create_engine(url)
+    # The session options writes to indexed computed columns need (FreeTDS may not set them).
+    sa.event.listen(engine, "connect", set_session_options)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _create_mssql_database(url: sa.URL) -> None:
+    """A fresh SQL Server container has system databases only: create the URL's one."""
+    name = url.database or ""
+    if not re.fullmatch(r"\w+", name):
+        pytest.fail(f"SHEAF_TEST_MSSQL_URL must name a database (letters, digits, _): {name!r}")
+    master = sa.create_engine(url.set(database="master"), isolation_level="AUTOCOMMIT")
+    try:
+        with master.connect() as conn:
+            conn.exec_driver_sql(f"IF DB_ID(N'{name}') IS NULL CREATE DATABASE [{name}]")
+    finally:
+        master.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated_mssql_url(mssql_admin: sa.Engine) -> str:
+    upgrade(MSSQL_URL)
+    return MSSQL_URL
+
+
+@pytest.fixture
+def empty_mssql_url(migrated_mssql_url: str, mssql_admin: sa.Engine) -> str:
+    """The SQL Server test database, migrated, every table emptied."""
+    with mssql_admin.begin() as conn:  # children first: documents is referenced
+        conn.exec_driver_sql("TRUNCATE TABLE chunks; TRUNCATE TABLE attempts")
+        conn.exec_driver_sql("DELETE FROM documents")
+    return migrated_mssql_url
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres", "mssql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
     """The backend's URL (`memory` for the fake), its database empty and migrated."""
     if request.param == "memory":
@@ -55,7 +114,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: P
         path = tmp_path / "sheaf.db"
         shutil.copyfile(sqlite_template, path)
         return f"sqlite+aiosqlite:///{path}"
-    url: str = request.getfixturevalue("empty_postgres_url")
+    url: str = request.getfixturevalue(f"empty_{request.param}_url")
     return url
 
 

@@ -1,4 +1,4 @@
-"""The SQL adapter: one `DocumentStore` for SQLite (embedded default) and PostgreSQL.
+"""The SQL adapter: one `DocumentStore` for SQLite (embedded default), PostgreSQL and SQL Server.
 
 `open_store(url)` picks the dialect from the URL; the schema comes from the migrations
 (`sheaf.adapters.sql.migrate.upgrade`). Nothing here connects until a method is awaited.
@@ -6,18 +6,29 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sheaf.adapters.sql.mssql import MssqlDocumentStore, create_mssql_engine, validate_mssql_url
 from sheaf.adapters.sql.postgres import PostgresDocumentStore, create_postgres_engine
 from sheaf.adapters.sql.sqlite import SqliteDocumentStore, create_sqlite_engine
 from sheaf.adapters.sql.store import SqlDocumentStore
 from sheaf.errors import ConfigError
 
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
 __all__ = ["SqlDocumentStore", "create_engine", "open_store", "parse_database_url"]
 
-SUPPORTED_URLS = ("sqlite+aiosqlite:///PATH", "postgresql+asyncpg://USER@HOST[:PORT]/DB")
+SUPPORTED_URLS = (
+    "sqlite+aiosqlite:///PATH",
+    "postgresql+asyncpg://USER@HOST[:PORT]/DB",
+    "mssql+aioodbc://[USER:PASSWORD]@HOST[:PORT]/DB?driver=ODBC+Driver+18+for+SQL+Server",
+)
+_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg", "mssql+aioodbc")
 
 
 def parse_database_url(url: str) -> URL:
@@ -30,26 +41,43 @@ def parse_database_url(url: str) -> URL:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise ConfigError(f"the database URL cannot be parsed; {supported}") from exc
-    if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+    if parsed.drivername not in _DRIVERS:
         raise ConfigError(f"unsupported database URL scheme {parsed.drivername!r}; {supported}")
     if parsed.drivername.startswith("sqlite") and parsed.database in (None, "", ":memory:"):
         raise ConfigError(
             "SQLite needs a file path (workers share it); "
             "use sheaf.testing.InMemoryDocumentStore for an in-memory store"
         )
+    if parsed.get_backend_name() == "mssql":
+        validate_mssql_url(parsed)
     return parsed
 
 
-def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
-    """The engine `open_store` would use; the migrations run over it too."""
+def create_engine(
+    url: str, *, pool_size: int = 5, credential: AsyncTokenCredential | None = None
+) -> AsyncEngine:
+    """The engine `open_store` would use; the migrations run over it too.
+
+    `credential` (an azure-identity credential) signs in to SQL Server with Entra ID
+    access tokens instead of the URL's SQL login; other databases take none.
+    """
     parsed = parse_database_url(url)
-    if parsed.get_backend_name() == "sqlite":
+    backend = parsed.get_backend_name()
+    if credential is not None and backend != "mssql":
+        raise ConfigError("Entra ID sign-in (a credential) is supported for SQL Server only")
+    if backend == "sqlite":
         return create_sqlite_engine(parsed, pool_size)
+    if backend == "mssql":
+        return create_mssql_engine(parsed, pool_size, credential)
     return create_postgres_engine(parsed, pool_size)
 
 
-async def open_store(url: str, *, pool_size: int = 5) -> SqlDocumentStore:
-    engine = create_engine(url, pool_size=pool_size)
+async def open_store(
+    url: str, *, pool_size: int = 5, credential: AsyncTokenCredential | None = None
+) -> SqlDocumentStore:
+    engine = create_engine(url, pool_size=pool_size, credential=credential)
     if engine.dialect.name == "sqlite":
         return SqliteDocumentStore(engine)
+    if engine.dialect.name == "mssql":
+        return MssqlDocumentStore(engine)
     return PostgresDocumentStore(engine)
