@@ -2,12 +2,15 @@
 
 Start it with `sheaf.adapters.sql.migrate.upgrade(url)`, which passes the URL in
 `config.attributes`. The whole upgrade is one transaction that first serialises concurrent
-migrators: SQLite's engine begins with BEGIN IMMEDIATE, PostgreSQL takes an advisory lock.
+migrators: SQLite's engine begins with BEGIN IMMEDIATE, PostgreSQL takes an advisory lock,
+SQL Server an application lock. With `entra` set, SQL Server is signed in to with the
+Azure identity (the migrator's own, in the Kubernetes migration Job).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from alembic import context
 from sqlalchemy import Connection, text
@@ -33,6 +36,13 @@ def _migrate(connection: Connection) -> None:
             connection.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
             )
+        elif connection.dialect.name == "mssql":
+            connection.execute(
+                text(
+                    "EXEC sp_getapplock @Resource = 'sheaf-migrations', "
+                    "@LockMode = 'Exclusive', @LockOwner = 'Transaction'"
+                )
+            )
         context.configure(
             connection=connection,
             target_metadata=metadata,
@@ -43,12 +53,18 @@ def _migrate(connection: Connection) -> None:
 
 
 async def _migrate_async() -> None:
-    engine = create_engine(_database_url(), pool_size=1)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        credential = None
+        if context.config.attributes.get("entra"):  # SQL Server with Microsoft Entra ID
+            from azure.identity.aio import DefaultAzureCredential
+
+            client_id = context.config.attributes.get("azure_client_id")
+            credential = DefaultAzureCredential(managed_identity_client_id=client_id)
+            stack.push_async_callback(credential.close)
+        engine = create_engine(_database_url(), pool_size=1, credential=credential)
+        stack.push_async_callback(engine.dispose)
         async with engine.connect() as connection:
             await connection.run_sync(_migrate)
-    finally:
-        await engine.dispose()
 
 
 if context.is_offline_mode():

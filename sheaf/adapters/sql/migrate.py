@@ -24,7 +24,7 @@ def sql_dir() -> Path:
     raise ConfigError(f"Sheaf's SQL directory is missing (looked in {package} and beside it)")
 
 
-def upgrade(url: str) -> None:
+def upgrade(url: str, *, entra: bool = False, azure_client_id: str | None = None) -> None:
     """Bring the database to the newest schema; a no-op when it is already there.
 
     Synchronous: call it before the event loop starts, or through `asyncio.to_thread`.
@@ -37,4 +37,6 @@ def upgrade(url: str) -> None:
     location = str(sql_dir() / "migrations").replace("%", "%%")  # configparser syntax
     config.set_main_option("script_location", location)
     config.attributes["database_url"] = url  # not via the ini: no interpolation of secrets
+    config.attributes["entra"] = entra  # SQL Server: sign in with the Azure identity
+    config.attributes["azure_client_id"] = azure_client_id
     command.upgrade(config, "head")
