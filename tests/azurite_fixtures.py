@@ -9,7 +9,7 @@ Azurite comes from npm: `npm ci` at the repository root puts the version pinned 
 package.json into `node_modules/.bin`; one on PATH is used otherwise. Without it, tests
 that need it are skipped with the reason shown, or fail under CI=true.
 
-Test modules load this file with `pytest_plugins = ["tests.azurite_fixtures"]` and reach
+tests/conftest.py registers this file as a plugin (`pytest_plugins`); test modules reach
 everything through the fixtures (importing it as well would defeat assertion rewriting).
 """
 

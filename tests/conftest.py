@@ -14,6 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
+# Fixtures of the local emulators, registered here so that test modules may also import
+# their types (a module imported before it is registered could not be assertion-rewritten).
+pytest_plugins = ["tests.azurite_fixtures", "tests.servicebus_fixtures"]
+
 PG_ADMIN_DSN = os.environ.get("SHEAF_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

@@ -18,7 +18,6 @@ from sheaf.adapters.blob_azure import AzureBlobStore
 from tests.e2e.conftest import Proc, free_port, get_json, sheaf_env, start, wait_ready, wait_status
 
 pytestmark = pytest.mark.e2e
-pytest_plugins = ["tests.azurite_fixtures"]
 
 MB = 1024 * 1024
 

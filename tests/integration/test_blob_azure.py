@@ -23,7 +23,6 @@ from sheaf.errors import BlobNotFound, StoreUnavailable
 if TYPE_CHECKING:
     from tests.azurite_fixtures import Azurite
 
-pytest_plugins = ["tests.azurite_fixtures"]
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024

@@ -26,7 +26,6 @@ from sheaf.testing import InMemoryBlobStore
 if TYPE_CHECKING:
     from tests.azurite_fixtures import Azurite
 
-pytest_plugins = ["tests.azurite_fixtures"]
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
