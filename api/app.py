@@ -15,10 +15,11 @@ from aiohttp import web
 
 from api import handlers, views
 from api.keys import DEPS
-from sheaf import metrics
+from sheaf import metrics, observability
 from sheaf.bootstrap import open_deps
 from sheaf.config import Settings
 from sheaf.errors import ClientError, NotFound, SheafError, StoreUnavailable, TransientError
+from sheaf.observability import LoopMonitor
 from sheaf.services.deps import Deps
 from sheaf.services.housekeeping import run_housekeeping
 
@@ -30,8 +31,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def create_app(
     settings: Settings, *, deps: Deps | None = None, housekeeping: bool = True
 ) -> web.Application:
+    """`housekeeping=False` (tests on fakes) runs no background jobs: neither recovery nor
+    the database gauges."""
     app = web.Application(middlewares=[_observe, _errors])
     app.cleanup_ctx.append(_resources(settings, deps))
+    app.cleanup_ctx.append(_observability)
     if housekeeping:
         app.cleanup_ctx.append(_housekeeping)
     _routes(app)
@@ -68,13 +72,28 @@ def _resources(
     return context
 
 
+async def _observability(app: web.Application) -> AsyncIterator[None]:
+    metrics.set_role("api")
+    observability.export_queue_mode(observability.queue_mode(app[DEPS]))
+    monitor = app[handlers.MONITOR] = LoopMonitor()
+    monitor.start()
+    yield
+    await monitor.stop()
+
+
 async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
-    """Recovery runs in the API too, so it works while workers are scaled to zero."""
+    """Recovery runs in the API too, so it works while workers are scaled to zero; so do
+    the database gauges, which only API processes export (see `sheaf.observability`)."""
+    # Plain tasks, not a TaskGroup: aiohttp may run startup and cleanup in different tasks.
     stop = asyncio.Event()
-    task = asyncio.create_task(run_housekeeping(app[DEPS], stop), name="housekeeping")
+    deps = app[DEPS]
+    tasks = [
+        asyncio.create_task(run_housekeeping(deps, stop), name="housekeeping"),
+        asyncio.create_task(observability.run_database_gauges(deps, stop), name="db-gauges"),
+    ]
     yield
     stop.set()
-    await task
+    await asyncio.gather(*tasks)
 
 
 @web.middleware
@@ -115,6 +134,5 @@ async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse
     finally:
         info = request.match_info.route.resource
         route = info.canonical if info is not None else "unmatched"
-        metrics.HTTP_SECONDS.labels(request.method, route, str(status)).observe(
-            time.perf_counter() - start
-        )
+        method = request.method if request.method in metrics.HTTP_METHODS else "other"
+        metrics.HTTP_SECONDS.labels(method, route, str(status)).observe(time.perf_counter() - start)

@@ -6,14 +6,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import views
 from api.keys import DEPS
-from sheaf import metrics
+from sheaf import metrics, observability
 from sheaf.domain.models import Status
-from sheaf.errors import ClientError, SheafError, UploadTooLarge
+from sheaf.errors import ClientError, UploadTooLarge
+from sheaf.observability import LoopMonitor
 from sheaf.services import documents, ingest
+
+MONITOR = web.AppKey("loop_monitor", LoopMonitor)  # started by the app's cleanup_ctx
 
 READ_BLOCK = 256 * 1024
 MULTIPART_SLACK = 64 * 1024  # room for boundaries and part headers around the file
@@ -24,6 +26,19 @@ def _json(body: dict[str, Any], status: int = 200) -> web.Response:
 
 
 async def upload(request: web.Request) -> web.Response:
+    try:
+        result = await _accept(request)
+    except ClientError as exc:
+        metrics.UPLOADS.labels(result="rejected", error_code=exc.code).inc()
+        raise
+    metrics.UPLOADS.labels(result="created" if result.created else "duplicate", error_code="").inc()
+    doc = result.document
+    body = {**views.document(doc, history=False), "duplicate": not result.created}
+    headers = {"Location": f"/v1/documents/{doc.id}"}
+    return web.json_response(body, status=202 if result.created else 200, headers=headers)
+
+
+async def _accept(request: web.Request) -> ingest.UploadResult:
     deps = request.app[DEPS]
     limit = deps.settings.max_upload_bytes
     if request.content_length and request.content_length > limit + MULTIPART_SLACK:
@@ -38,18 +53,9 @@ async def upload(request: web.Request) -> web.Response:
         )
     reader = await request.multipart()
     part = await _file_part(reader)
-    try:
-        result = await ingest.accept_upload(
-            deps, request.match_info["collection"], part.filename, _body(part, reader)
-        )
-    except UploadTooLarge:
-        metrics.DOCUMENTS_ACCEPTED.labels(result="rejected").inc()
-        raise
-    doc = result.document
-    metrics.DOCUMENTS_ACCEPTED.labels(result="created" if result.created else "duplicate").inc()
-    body = {**views.document(doc, history=False), "duplicate": not result.created}
-    headers = {"Location": f"/v1/documents/{doc.id}"}
-    return web.json_response(body, status=202 if result.created else 200, headers=headers)
+    return await ingest.accept_upload(
+        deps, request.match_info["collection"], part.filename, _body(part, reader)
+    )
 
 
 async def _file_part(reader: MultipartReader) -> BodyPartReader:
@@ -138,28 +144,18 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    healthy, body = request.app[MONITOR].status()
+    return _json(body, status=200 if healthy else 503)
 
 
 async def readyz(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    checks: dict[str, dict[str, Any]] = {}
-    for name, probe in (("database", deps.store.ping), ("blob_store", deps.blobs.ping)):
-        try:
-            await probe()
-            checks[name] = {"ok": True}
-        except SheafError as exc:
-            checks[name] = {"ok": False, "error": exc.message}
-    checks["queue"] = {"ok": True, "mode": "servicebus" if deps.bus.enabled else "polling"}
-    checks["embedder"] = {"ok": True, "model": deps.embedder.model}
-    ready = all(check["ok"] for check in checks.values())
-    return _json({"ready": ready, "checks": checks}, status=200 if ready else 503)
+    result = await observability.readiness(request.app[DEPS])
+    return _json(result.body(), status=200 if result.ready else 503)
 
 
 async def prometheus(request: web.Request) -> web.Response:
-    response = web.Response(body=generate_latest())
-    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-    return response
+    body, content_type = metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def _status(raw: str | None) -> Status | None:

@@ -91,7 +91,9 @@ class Settings(BaseModel):
     embedding_timeout_seconds: float = Field(60.0, gt=0, description="Per embedding request.")
 
     # -- API ---------------------------------------------------------------------------
-    host: str = Field("127.0.0.1", description="Address the API listens on.")
+    host: str = Field(
+        "127.0.0.1", description="Address the API and the workers' health servers listen on."
+    )
     port: int = Field(8000, ge=0, le=65535, description="Port the API listens on.")
     max_upload_bytes: int = Field(
         100 * MiB, ge=1, description="Uploads larger than this are refused with 413."
@@ -130,6 +132,13 @@ class Settings(BaseModel):
     chunk_size: int = Field(1200, ge=100, description="Target chunk length in characters.")
     chunk_overlap: int = Field(200, ge=0, description="Characters shared by neighbour chunks.")
     embed_batch_size: int = Field(64, ge=1, description="Chunks embedded and written per batch.")
+    worker_metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of a worker's /healthz, /readyz and /metrics; 0 = none. "
+        "`sheaf up` gives worker N this port + N.",
+    )
 
     # -- background jobs (run in the API and in every worker) ---------------------------
     sweep_interval_seconds: float = Field(
@@ -154,6 +163,12 @@ class Settings(BaseModel):
     )
     log_format: Literal["auto", "json", "text"] = Field(
         "auto", description="`auto`: text on a terminal, JSON lines otherwise."
+    )
+    database_metrics_interval_seconds: float = Field(
+        15.0,
+        ge=0,
+        description="How often the API reads document counts and the oldest ready age "
+        "for /metrics; 0 = never.",
     )
 
     @model_validator(mode="after")

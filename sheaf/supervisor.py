@@ -4,6 +4,10 @@ Workers are separate processes (`python -m sheaf worker`) so a crash in one — 
 SIGKILL of a test — never takes the API or the other workers down; a worker that dies is
 restarted with backoff. On SIGINT/SIGTERM the API stops accepting, workers get SIGTERM and
 `shutdown_grace_seconds` (+5 s) to release their documents, then SIGKILL.
+
+Each worker serves its own `/metrics` (and `/healthz`, `/readyz`): worker N on
+`SHEAF_WORKER_METRICS_PORT` + N, when that base port is set. A restarted worker gets the
+same port back, so Prometheus sees one target per worker slot whose counters reset.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import time
 from collections.abc import Mapping
 
 from api.server import serve
+from sheaf import metrics
 from sheaf.aio import wait_event
 from sheaf.config import Settings
+from sheaf.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +36,35 @@ async def run_up(settings: Settings, environ: Mapping[str, str]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    env = {**environ, "SHEAF_PORT": str(settings.port), "SHEAF_HOST": settings.host}
+    check_worker_ports(settings)
     async with asyncio.TaskGroup() as group:
         api = group.create_task(serve(settings, stop), name="api")
         for n in range(settings.workers):
+            env = worker_env(environ, settings, n)
             group.create_task(_keep_worker(n, env, settings, stop), name=f"worker-{n}")
         api.add_done_callback(lambda _: stop.set())
+
+
+def worker_env(environ: Mapping[str, str], settings: Settings, n: int) -> dict[str, str]:
+    """The environment of worker `n`: the API's settings, and its own metrics port."""
+    env = {**environ, "SHEAF_PORT": str(settings.port), "SHEAF_HOST": settings.host}
+    if settings.worker_metrics_port:
+        env["SHEAF_WORKER_METRICS_PORT"] = str(settings.worker_metrics_port + n)
+    return env
+
+
+def check_worker_ports(settings: Settings) -> None:
+    """Refuse at start a metrics port range that runs past 65535 or covers the API's port."""
+    base = settings.worker_metrics_port
+    if not base or not settings.workers:
+        return
+    ports = range(base, base + settings.workers)
+    if ports[-1] > 65535 or settings.port in ports:
+        raise ConfigError(
+            f"SHEAF_WORKER_METRICS_PORT={base} gives the {settings.workers} workers ports "
+            f"{ports[0]}-{ports[-1]}, which must stay below 65536 and leave out the API's "
+            f"port {settings.port}"
+        )
 
 
 async def _keep_worker(
@@ -56,6 +85,7 @@ async def _keep_worker(
         if stop.is_set():
             await _terminate(proc, waiter, settings.shutdown_grace_seconds + 5)
             return
+        metrics.WORKER_RESTARTS.inc()
         log.warning(
             "worker process exited; restarting",
             extra={"worker": n, "returncode": proc.returncode, "delay": delay},

@@ -9,19 +9,23 @@ cancelled, which releases them as `interrupted` (queued again, attempt not consu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import signal
+from collections.abc import AsyncIterator
 
-from sheaf import metrics
+from sheaf import logs, metrics, observability
 from sheaf.aio import wait_any, wait_event
 from sheaf.bootstrap import open_deps
 from sheaf.config import Settings
 from sheaf.domain.models import Lease
 from sheaf.errors import TransientError
+from sheaf.observability import LoopMonitor
 from sheaf.services.deps import Deps
 from sheaf.services.housekeeping import run_housekeeping
 from sheaf.services.processing import process_document
+from worker.health import serve_health
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +71,9 @@ class Worker:
             await wait_any([stop, self._slot_freed], idle)
 
     async def _claim(self, free: int) -> list[Lease]:
-        leases = await self.deps.store.claim_queued_documents(
+        return await self.deps.store.claim_queued_documents(
             self.settings.worker_id, self.settings.lease_seconds, free
         )
-        metrics.LEASES_ACQUIRED.inc(len(leases))
-        return leases
 
     def _start(self, lease: Lease) -> None:
         task = asyncio.create_task(process_document(self.deps, lease), name=lease.document_id)
@@ -103,9 +105,25 @@ class Worker:
 
 async def run_worker(settings: Settings) -> None:
     """Entry point of `sheaf worker`: run until SIGTERM or SIGINT."""
+    logs.stamp(worker_id=settings.worker_id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with open_deps(settings) as deps:
+    async with open_deps(settings) as deps, observed(deps):
         await Worker(deps).run(stop)
+
+
+@contextlib.asynccontextmanager
+async def observed(deps: Deps) -> AsyncIterator[None]:
+    """This process's metrics identity, event-loop monitor and health/metrics server."""
+    metrics.set_role("worker")
+    metrics.WORKER_SLOTS.set(deps.settings.concurrency)
+    observability.export_queue_mode(observability.queue_mode(deps))
+    monitor = LoopMonitor()
+    monitor.start()
+    try:
+        async with serve_health(deps, monitor):
+            yield
+    finally:
+        await monitor.stop()

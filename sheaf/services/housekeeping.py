@@ -29,12 +29,17 @@ BATCH = 100
 
 
 async def sweep(deps: Deps) -> int:
-    recovered = await deps.store.find_expired_leases(BATCH)
-    if recovered:
-        metrics.LEASES_EXPIRED.inc(len(recovered))
-        log.warning("expired leases recovered", extra={"count": len(recovered)})
-        await deps.bus.send([d for d in recovered if d.status == "queued"])
-    return len(recovered)
+    expired = await deps.store.find_expired_leases(BATCH)
+    if expired:
+        requeued = [d for d in expired if d.status == "queued"]
+        metrics.LEASES_EXPIRED.inc(len(expired))
+        metrics.LEASES_RECOVERED.inc(len(requeued))
+        log.warning(
+            "expired leases taken back",
+            extra={"count": len(expired), "requeued": len(requeued)},
+        )
+        await deps.bus.send(requeued)
+    return len(expired)
 
 
 async def reconcile(deps: Deps) -> int:

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sheaf import metrics
+from sheaf import logs, metrics
 from sheaf.aio import wait_event
 from sheaf.domain.chunking import chunk_pages, content_hash
 from sheaf.domain.models import (
@@ -70,7 +70,23 @@ class Stages:
 
 
 async def process_document(deps: Deps, lease: Lease) -> str:
-    """Run the pipeline under `lease` and settle it; returns the outcome's name."""
+    """Run the pipeline under `lease` and settle it; returns the outcome's name.
+
+    Every line logged meanwhile, by any module, carries the document, collection, attempt
+    and lease prefix; every attempt is counted by outcome and error code.
+    """
+    metrics.LEASES_ACQUIRED.inc()  # here, where the claim loop and the consumer both hand over
+    with logs.bound(**_log_context(lease)), metrics.DOCUMENTS_IN_FLIGHT.track_inprogress():
+        try:
+            outcome = await _attempt(deps, lease)
+        except asyncio.CancelledError:
+            _count("interrupted")
+            raise
+    _count(outcome)
+    return outcome
+
+
+async def _attempt(deps: Deps, lease: Lease) -> str:
     stages = Stages()
     started = time.perf_counter()
     pipeline = asyncio.create_task(_pipeline(deps, lease, stages))
@@ -87,9 +103,14 @@ async def process_document(deps: Deps, lease: Lease) -> str:
         raise
     await _stop(pipeline, heartbeat)
     stages.seconds["total"] = time.perf_counter() - started
-    outcome = await _settle(deps, lease, stages, pipeline if pipeline in done else None)
-    metrics.DOCUMENTS_PROCESSED.labels(outcome=outcome).inc()
-    return outcome
+    metrics.STAGE_SECONDS.labels(stage="total").observe(stages.seconds["total"])
+    return await _settle(deps, lease, stages, pipeline if pipeline in done else None)
+
+
+def _count(outcome: str) -> None:
+    """`permanent:encrypted` → outcome=permanent, error_code=encrypted."""
+    kind, _, code = outcome.partition(":")
+    metrics.DOCUMENTS_PROCESSED.labels(outcome=kind, error_code=code).inc()
 
 
 async def _stop(*tasks: asyncio.Task[object]) -> None:
@@ -103,7 +124,7 @@ async def _settle(
 ) -> str:
     if pipeline is None:
         if stages.lost:
-            log.warning("lease lost; abandoning the document", extra=_ctx(lease))
+            log.warning("lease lost; abandoning the document")
             return "lease_lost"
         error = ErrorInfo(
             "deadline_exceeded",
@@ -119,14 +140,19 @@ async def _settle(
         try:
             await deps.store.complete(lease, completion)
         except LeaseLost:
-            log.warning("lease lost before completion; chunks discarded", extra=_ctx(lease))
+            metrics.FENCING_REJECTIONS.labels(operation="complete").inc()
+            log.warning("lease lost before completion; chunks discarded")
             return "lease_lost"
         except SheafError as err:
             return await _fail(deps, lease, _error_info(err))
-        log.info("document completed", extra=_ctx(lease, chunks=completion.chunk_count))
+        log.info(
+            "document completed",
+            extra={"chunks": completion.chunk_count, "duration_seconds": stages.seconds["total"]},
+        )
         return "completed"
     if isinstance(exc, LeaseLost):
-        log.warning("lease lost while writing; abandoning the document", extra=_ctx(lease))
+        metrics.FENCING_REJECTIONS.labels(operation="write_chunks").inc()
+        log.warning("lease lost while writing; abandoning the document")
         return "lease_lost"
     return await _fail(deps, lease, _error_info(exc))
 
@@ -150,8 +176,7 @@ async def _fail(deps: Deps, lease: Lease, error: ErrorInfo) -> str:
     result = await _release(deps, lease, outcome, error, delay)
     status = result or "unknown"
     log.warning(
-        "attempt failed",
-        extra=_ctx(lease, error_code=error.code, error=error.message, status=status),
+        "attempt failed", extra={"error_code": error.code, "error": error.message, "status": status}
     )
     return f"{outcome.value}:{error.code}"
 
@@ -171,9 +196,11 @@ async def _release(
     except SheafError as exc:
         log.error(
             "could not release the lease; it will expire and be recovered",
-            extra=_ctx(lease, error=exc.message),
+            extra={"error": exc.message},
         )
         return None
+    if not result.applied:
+        metrics.FENCING_REJECTIONS.labels(operation="release").inc()
     return result.status.value if result.status else None
 
 
@@ -188,11 +215,14 @@ async def _heartbeat(deps: Deps, lease: Lease, stages: Stages) -> None:
                 lease.document_id, lease.token, settings.lease_seconds, stages.current
             )
         except TransientError as exc:
-            log.warning("lease renewal failed; retrying", extra=_ctx(lease, error=exc.message))
+            metrics.LEASE_RENEWAL_ERRORS.inc()
+            log.warning("lease renewal failed; retrying", extra={"error": exc.message})
             continue
         if not renewed:
+            metrics.FENCING_REJECTIONS.labels(operation="renew").inc()
             stages.lost = True
             return
+        metrics.LEASES_RENEWED.inc()
 
 
 async def _pipeline(deps: Deps, lease: Lease, stages: Stages) -> Completion:
@@ -259,11 +289,10 @@ async def _embed(deps: Deps, collection: str, texts: list[str]) -> list[tuple[fl
     return [known[h] for h in hashes]
 
 
-def _ctx(lease: Lease, **extra: object) -> dict[str, object]:
+def _log_context(lease: Lease) -> dict[str, object]:
     return {
         "document_id": lease.document_id,
         "collection": lease.collection,
         "attempt": lease.attempt,
         "lease": lease.token[:8],
-        **extra,
     }
