@@ -26,14 +26,21 @@ from sheaf.services.deps import Deps
 
 def migrate(settings: Settings) -> None:
     """Bring the database schema to the newest version (idempotent)."""
-    upgrade(settings.database_url.get_secret_value())
+    upgrade(
+        settings.database_url.get_secret_value(),
+        entra=settings.database_auth == "entra",
+        azure_client_id=settings.azure_client_id,
+    )
 
 
 @contextlib.asynccontextmanager
 async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     async with contextlib.AsyncExitStack() as stack:
         credential = await _credential(settings, stack)
-        store = await open_store(settings.database_url.get_secret_value())
+        store = await open_store(
+            settings.database_url.get_secret_value(),
+            credential=credential if settings.database_auth == "entra" else None,
+        )
         stack.push_async_callback(store.close)
         blobs = _blob_store(settings, credential)
         stack.push_async_callback(blobs.close)

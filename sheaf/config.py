@@ -32,8 +32,13 @@ class Settings(BaseModel):
     # -- where things live -----------------------------------------------------------
     database_url: SecretStr = Field(
         SecretStr("sqlite+aiosqlite:///.sheaf/sheaf.db"),
-        description="SQLAlchemy async URL: sqlite+aiosqlite:///PATH or "
-        "postgresql+asyncpg://USER@HOST/DB.",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///PATH, "
+        "postgresql+asyncpg://USER@HOST/DB or mssql+aioodbc://… (see SQL Server below).",
+    )
+    database_auth: Literal["sql", "entra"] = Field(
+        "sql",
+        description="SQL Server sign-in: `sql` (user and password in the URL) or `entra` "
+        "(the Azure identity's access token; no secret).",
     )
     blob_backend: Literal["local", "azure"] = Field(
         "local", description="`local`: a directory (SHEAF_BLOB_DIR); `azure`: Blob Storage."
@@ -204,6 +209,8 @@ class Settings(BaseModel):
                 "SHEAF_EMBEDDER=azure-openai needs SHEAF_AZURE_OPENAI_ENDPOINT and "
                 "SHEAF_AZURE_OPENAI_DEPLOYMENT"
             )
+        if self.database_auth == "entra" and self.database_dialect != "mssql":
+            problems.append("SHEAF_DATABASE_AUTH=entra is for SQL Server (mssql+aioodbc) only")
         if self.embedder == "openai" and not (self.openai_base_url and self.openai_model):
             problems.append(
                 "SHEAF_EMBEDDER=openai needs SHEAF_OPENAI_BASE_URL and SHEAF_OPENAI_MODEL"
@@ -215,7 +222,7 @@ class Settings(BaseModel):
         """True when some adapter authenticates with the Azure identity (no key given)."""
         blob = self.blob_backend == "azure" and self.azure_storage_connection_string is None
         openai = self.embedder == "azure-openai" and self.azure_openai_api_key is None
-        return blob or openai
+        return blob or openai or self.database_auth == "entra"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:

@@ -115,3 +115,11 @@ def test_an_azure_identity_is_built_only_when_some_adapter_needs_it(
     env: dict[str, str], needed: bool
 ) -> None:
     assert Settings.from_env(env).needs_azure_credential is needed
+
+
+def test_entra_sign_in_is_for_sql_server_and_needs_the_identity() -> None:
+    with pytest.raises(ConfigError, match="SQL Server"):
+        Settings.from_env({"SHEAF_DATABASE_AUTH": "entra"})
+    url = "mssql+aioodbc://@srv.database.windows.net/sheaf?driver=ODBC+Driver+18+for+SQL+Server"
+    settings = Settings.from_env({"SHEAF_DATABASE_URL": url, "SHEAF_DATABASE_AUTH": "entra"})
+    assert settings.needs_azure_credential
