@@ -20,7 +20,7 @@ from sheaf.adapters.sql import open_store
 from sheaf.adapters.sql.migrate import upgrade
 from sheaf.config import Settings
 from sheaf.extract import LocalExtractor
-from sheaf.ports import BlobStore, Embedder
+from sheaf.ports import BlobStore, Embedder, MessageBus
 from sheaf.services.deps import Deps
 
 
@@ -44,7 +44,7 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
         stack.push_async_callback(store.close)
         blobs = _blob_store(settings, credential)
         stack.push_async_callback(blobs.close)
-        bus = NoMessageBus()
+        bus = _message_bus(settings, credential)
         stack.push_async_callback(bus.close)
         embedder = _embedder(settings, credential)
         stack.push_async_callback(embedder.close)
@@ -70,6 +70,21 @@ async def _credential(
     credential = DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
     stack.push_async_callback(credential.close)
     return credential
+
+
+def _message_bus(settings: Settings, credential: AsyncTokenCredential | None) -> MessageBus:
+    if settings.message_bus == "none":
+        return NoMessageBus()
+    from sheaf.adapters.bus_servicebus import ServiceBusMessageBus
+
+    queue = settings.servicebus_queue
+    if settings.servicebus_connection_string is not None:
+        secret = settings.servicebus_connection_string.get_secret_value()
+        return ServiceBusMessageBus.from_connection_string(secret, queue)
+    namespace = settings.servicebus_namespace
+    assert namespace is not None  # checked by Settings
+    assert credential is not None
+    return ServiceBusMessageBus.from_namespace(namespace, credential, queue)
 
 
 def _blob_store(settings: Settings, credential: AsyncTokenCredential | None) -> BlobStore:

@@ -56,8 +56,26 @@ class Settings(BaseModel):
     azure_client_id: str | None = Field(
         None, description="Client id of a user-assigned managed identity, if not the default."
     )
-    message_bus: Literal["none"] = Field(
-        "none", description="`none`: workers poll the database for queued documents."
+    message_bus: Literal["none", "servicebus"] = Field(
+        "none",
+        description="`none`: workers poll the database; `servicebus`: wake-up messages on "
+        "an Azure Service Bus queue (workers poll only while it is unreachable).",
+    )
+    servicebus_namespace: str | None = Field(
+        None, description="NAMESPACE.servicebus.windows.net, reached with the Azure identity."
+    )
+    servicebus_connection_string: SecretStr | None = Field(
+        None, description="Alternative to the namespace: a connection string (emulators)."
+    )
+    servicebus_queue: str = Field("documents", description="Queue of wake-up messages.")
+    lock_renewal_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="How long a message lock is renewed while its document is processed; "
+        "above SHEAF_DOCUMENT_DEADLINE_SECONDS.",
+    )
+    servicebus_retry_seconds: float = Field(
+        30.0, gt=0, description="While Service Bus is unreachable, how often to try again."
     )
     embedder: Literal["lexical", "azure-openai", "openai"] = Field(
         "lexical",
@@ -209,6 +227,19 @@ class Settings(BaseModel):
                 "SHEAF_EMBEDDER=azure-openai needs SHEAF_AZURE_OPENAI_ENDPOINT and "
                 "SHEAF_AZURE_OPENAI_DEPLOYMENT"
             )
+        bus = (self.servicebus_namespace, self.servicebus_connection_string)
+        if self.message_bus == "servicebus" and sum(v is not None for v in bus) != 1:
+            problems.append(
+                "SHEAF_MESSAGE_BUS=servicebus needs exactly one of SHEAF_SERVICEBUS_NAMESPACE "
+                "(managed identity) or SHEAF_SERVICEBUS_CONNECTION_STRING"
+            )
+        if self.message_bus == "servicebus" and (
+            self.document_deadline_seconds >= self.lock_renewal_seconds
+        ):
+            problems.append(
+                "SHEAF_DOCUMENT_DEADLINE_SECONDS must be below SHEAF_LOCK_RENEWAL_SECONDS, so a "
+                "message stays locked for as long as its document may take"
+            )
         if self.database_auth == "entra" and self.database_dialect != "mssql":
             problems.append("SHEAF_DATABASE_AUTH=entra is for SQL Server (mssql+aioodbc) only")
         if self.embedder == "openai" and not (self.openai_base_url and self.openai_model):
@@ -222,7 +253,8 @@ class Settings(BaseModel):
         """True when some adapter authenticates with the Azure identity (no key given)."""
         blob = self.blob_backend == "azure" and self.azure_storage_connection_string is None
         openai = self.embedder == "azure-openai" and self.azure_openai_api_key is None
-        return blob or openai or self.database_auth == "entra"
+        bus = self.message_bus == "servicebus" and self.servicebus_connection_string is None
+        return blob or openai or bus or self.database_auth == "entra"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:

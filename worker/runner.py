@@ -1,9 +1,12 @@
-"""The worker: claim documents into free slots, process them, recover others' leftovers.
+"""The worker: take documents into free slots, process them, recover others' leftovers.
 
-Side tasks run together and stop together: the claim loop, housekeeping (sweeper,
-reconciler, cleaner) and, when configured, a health/metrics server. `stop` ends the
-claim loop at once; documents in flight get `shutdown_grace_seconds` to finish, then are
-cancelled, which releases them as `interrupted` (queued again, attempt not consumed).
+Documents come from Service Bus wake-ups (`worker.consumer`) when a bus is configured, or
+from polling the database otherwise — and also while Service Bus is unreachable, so an
+outage degrades throughput, never correctness. Side tasks run together and stop
+together: the receive or claim loop, housekeeping (sweeper, reconciler, cleaner) and,
+when configured, a health/metrics server. `stop` ends taking work at once; documents in
+flight get `shutdown_grace_seconds` to finish, then are cancelled, which releases them as
+`interrupted` (queued again, attempt not consumed).
 """
 
 from __future__ import annotations
@@ -13,9 +16,14 @@ import contextlib
 import logging
 import random
 import signal
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+from azure.servicebus.exceptions import ServiceBusError
 
 from sheaf import logs, metrics, observability
+from sheaf.adapters.bus_servicebus import ServiceBusMessageBus
 from sheaf.aio import wait_any, wait_event
 from sheaf.bootstrap import open_deps
 from sheaf.config import Settings
@@ -25,6 +33,7 @@ from sheaf.observability import LoopMonitor
 from sheaf.services.deps import Deps
 from sheaf.services.housekeeping import run_housekeeping
 from sheaf.services.processing import process_document
+from worker.consumer import Consumer
 from worker.health import serve_health
 
 log = logging.getLogger(__name__)
@@ -36,7 +45,7 @@ class Worker:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self.settings = deps.settings
-        self.active: set[asyncio.Task[str]] = set()
+        self.active: set[asyncio.Task[object]] = set()
         self._slot_freed = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -46,13 +55,33 @@ class Worker:
         )
         async with asyncio.TaskGroup() as group:
             group.create_task(run_housekeeping(self.deps, stop), name="housekeeping")
-            await self._claim_loop(stop)
-            await self._drain()
+            if isinstance(self.deps.bus, ServiceBusMessageBus):
+                await self._messages(stop, self.deps.bus)
+            else:
+                await self._claim_loop(stop)
+            await self.drain()
         log.info("worker stopped", extra={"worker_id": self.settings.worker_id})
 
-    async def _claim_loop(self, stop: asyncio.Event) -> None:
-        backoff = self.settings.poll_interval_seconds
+    async def _messages(self, stop: asyncio.Event, bus: ServiceBusMessageBus) -> None:
+        """Consume wake-ups; while Service Bus is unreachable, poll and retry now and then."""
+        consumer = Consumer(self.deps, bus, self)
         while not stop.is_set():
+            observability.export_queue_mode("servicebus")
+            try:
+                await consumer.run(stop)
+                return
+            except ServiceBusError as exc:
+                observability.export_queue_mode("degraded")
+                retry = self.settings.servicebus_retry_seconds
+                log.warning(
+                    "Service Bus unreachable; polling the database meanwhile",
+                    extra={"error": str(exc), "retry_seconds": retry},
+                )
+                await self._claim_loop(stop, until=time.monotonic() + retry)
+
+    async def _claim_loop(self, stop: asyncio.Event, until: float | None = None) -> None:
+        backoff = self.settings.poll_interval_seconds
+        while not stop.is_set() and (until is None or time.monotonic() < until):
             free = self.settings.concurrency - len(self.active)
             try:
                 leases = await self._claim(free) if free > 0 else []
@@ -76,11 +105,24 @@ class Worker:
         )
 
     def _start(self, lease: Lease) -> None:
-        task = asyncio.create_task(process_document(self.deps, lease), name=lease.document_id)
+        self.spawn(process_document(self.deps, lease), lease.document_id)
+
+    # -- the slots, shared with the consumer ----------------------------------------------
+
+    def free(self) -> int:
+        return self.settings.concurrency - len(self.active)
+
+    def spawn(self, work: Coroutine[Any, Any, object], name: str) -> None:
+        task: asyncio.Task[object] = asyncio.create_task(work, name=name)
         self.active.add(task)
         task.add_done_callback(self._finished)
 
-    def _finished(self, task: asyncio.Task[str]) -> None:
+    async def wait_for_slot(self, stop: asyncio.Event) -> None:
+        self._slot_freed.clear()
+        if self.free() <= 0:
+            await wait_any([stop, self._slot_freed], None)
+
+    def _finished(self, task: asyncio.Task[object]) -> None:
         self.active.discard(task)
         self._slot_freed.set()
         if not task.cancelled() and task.exception() is not None:
@@ -89,7 +131,7 @@ class Worker:
     def _jittered_poll(self) -> float:
         return self.settings.poll_interval_seconds * random.uniform(0.5, 1.5)
 
-    async def _drain(self) -> None:
+    async def drain(self) -> None:
         """Give documents in flight the grace period, then release the rest."""
         if not self.active:
             return
