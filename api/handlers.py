@@ -13,7 +13,7 @@ from sheaf import metrics, observability
 from sheaf.domain.models import Status
 from sheaf.errors import ClientError, UploadTooLarge
 from sheaf.observability import LoopMonitor
-from sheaf.services import documents, ingest
+from sheaf.services import dlq, documents, ingest
 
 MONITOR = web.AppKey("loop_monitor", LoopMonitor)  # started by the app's cleanup_ctx
 
@@ -122,6 +122,79 @@ async def failed_documents(request: web.Request) -> web.Response:
         request.app[DEPS], request.query.get("cursor"), _int(request, "limit", 50)
     )
     return _json(views.document_page(page.documents, page.next_cursor, "/v1/admin/failed", {}))
+
+
+async def dlq_list(request: web.Request) -> web.Response:
+    page = await dlq.list_entries(
+        request.app[DEPS], request.query.get("reason") or None, _int(request, "limit", 50)
+    )
+    return _json(views.dlq_page(page))
+
+
+async def dlq_show(request: web.Request) -> web.Response:
+    raw = request.match_info["sequence_number"]
+    if not raw.isdigit():
+        raise ClientError(f"a sequence number is a whole number, not {raw!r}", code="bad_parameter")
+    return _json(views.dlq_entry(await dlq.show(request.app[DEPS], int(raw))))
+
+
+async def dlq_resubmit(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    result = await dlq.resubmit(
+        request.app[DEPS],
+        sequence_numbers=_sequence_numbers(body),
+        reason=_optional_str(body, "reason"),
+        dry_run=_bool(body, "dry_run"),
+    )
+    return _json(views.dlq_batch(result))
+
+
+async def dlq_purge(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    result = await dlq.purge(
+        request.app[DEPS],
+        sequence_numbers=_sequence_numbers(body),
+        reason=_optional_str(body, "reason"),
+        confirm=_bool(body, "confirm"),
+    )
+    return _json(views.dlq_batch(result))
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ClientError("the request body is not JSON", code="bad_json") from None
+    if not isinstance(body, dict):
+        raise ClientError("the request body must be a JSON object", code="bad_json")
+    return body
+
+
+def _sequence_numbers(body: dict[str, Any]) -> list[int] | None:
+    raw = body.get("sequence_numbers")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(
+        isinstance(n, int) and not isinstance(n, bool) for n in raw
+    ):
+        raise ClientError("sequence_numbers must be a list of integers", code="bad_parameter")
+    return raw
+
+
+def _optional_str(body: dict[str, Any], name: str) -> str | None:
+    raw = body.get(name)
+    if raw is not None and not isinstance(raw, str):
+        raise ClientError(f"{name} must be a string", code="bad_parameter")
+    return raw or None
+
+
+def _bool(body: dict[str, Any], name: str) -> bool:
+    raw = body.get(name, False)
+    if not isinstance(raw, bool):
+        raise ClientError(f"{name} must be true or false", code="bad_parameter")
+    return raw
 
 
 async def search(request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from sheaf.domain.models import Attempt, Document, SearchHit, Stats, Status
+from sheaf.services.dlq import BatchResult, Entry, EntryPage, Item
 
 
 def _time(value: datetime | None) -> str | None:
@@ -102,6 +103,58 @@ def stats(item: Stats) -> dict[str, Any]:
         "counts": item.counts,
         "oldest_ready_age_seconds": item.oldest_ready_age_seconds,
         "leases_held": item.leases_held,
+    }
+
+
+def dlq_entry(entry: Entry) -> dict[str, Any]:
+    links = {"self": f"/v1/admin/dlq/{entry.sequence_number}"}
+    if entry.document_id is not None:
+        links["document"] = f"/v1/documents/{entry.document_id}"
+    return {
+        "sequence_number": entry.sequence_number,
+        "message_id": entry.message_id,
+        "reason": entry.reason,
+        "description": entry.description,
+        "delivery_count": entry.delivery_count,
+        "enqueued_at": _time(entry.enqueued_at),
+        "document_id": entry.document_id,
+        "collection": entry.collection,
+        "dispatch_seq": entry.dispatch_seq,
+        "filename": entry.filename,
+        "document_status": entry.document_status.value if entry.document_status else None,
+        "problem": entry.problem,
+        "links": links,
+    }
+
+
+def dlq_page(page: EntryPage) -> dict[str, Any]:
+    return {
+        "messages": [dlq_entry(e) for e in page.entries],
+        "limit": page.limit,
+        "more": page.more,
+    }
+
+
+def dlq_item(item: Item) -> dict[str, Any]:
+    return {
+        "sequence_number": item.sequence_number,
+        "message_id": item.message_id,
+        "reason": item.reason,
+        "document_id": item.document_id,
+        "outcome": item.outcome.value,
+        "detail": item.detail,
+    }
+
+
+def dlq_batch(result: BatchResult) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for item in result.items:
+        counts[item.outcome.value] = counts.get(item.outcome.value, 0) + 1
+    return {
+        "dry_run": result.dry_run,
+        "results": [dlq_item(i) for i in result.items],
+        "counts": counts,
+        "not_found": result.not_found,
     }
 
 

@@ -1,7 +1,7 @@
 """The `sheaf` command line.
 
 Server commands (`up`, `api`, `worker`, `db upgrade`) run Sheaf; user commands (`upload`,
-`status`, `search`, `failed`) talk to a running API over HTTP, exactly as curl would.
+`status`, `search`, `failed`, `dlq`) talk to a running API over HTTP, exactly as curl would.
 Settings come from `SHEAF_*` variables; options override them.
 """
 
@@ -242,11 +242,95 @@ def failed_retry(document_ids: tuple[str, ...]) -> None:
         click.echo(f"{document_id}: {body['status']}")
 
 
+@main.group()
+def dlq() -> None:
+    """The Service Bus dead-letter queue (SHEAF_MESSAGE_BUS=servicebus only)."""
+
+
+@dlq.command("list")
+@click.option("--reason", default=None, help="Only messages dead-lettered for this reason.")
+@click.option("--limit", type=int, default=50, show_default=True)
+def dlq_list(reason: str | None, limit: int) -> None:
+    """List dead-lettered messages with their document, oldest first."""
+    body = _run(_get("/v1/admin/dlq", reason=reason, limit=limit))
+    if not body["messages"]:
+        click.echo("the dead-letter queue is empty" + (f" for {reason}" if reason else ""))
+    for m in body["messages"]:
+        where = (
+            f"{m['document_id']} {m['collection']}/{m['filename'] or '?'} "
+            f"[{m['document_status'] or 'no such document'}]"
+            if m["document_id"]
+            else f"malformed: {m['problem']}"
+        )
+        click.echo(
+            f"#{m['sequence_number']}  {m['reason']}  deliveries {m['delivery_count']}  "
+            f"enqueued {m['enqueued_at']}  {where}"
+        )
+        if m["description"]:
+            click.echo(f"    {m['description']}")
+    if body["more"]:
+        click.echo(f"… more than {body['limit']}; raise --limit or filter with --reason")
+
+
+@dlq.command("show")
+@click.argument("sequence_number", type=int)
+def dlq_show(sequence_number: int) -> None:
+    """Show one dead-lettered message by its sequence number."""
+    _echo_json(_run(_get(f"/v1/admin/dlq/{sequence_number}")))
+
+
+@dlq.command("resubmit")
+@click.argument("sequence_numbers", nargs=-1, type=int)
+@click.option("--reason", default=None, help="Every message dead-lettered for this reason.")
+@click.option("--dry-run", is_flag=True, help="Say what would happen; change nothing.")
+def dlq_resubmit(sequence_numbers: tuple[int, ...], reason: str | None, dry_run: bool) -> None:
+    """Re-drive failed documents from their dead-lettered messages (compare-and-set).
+
+    A document still failed is queued again with fresh attempts and its message leaves the
+    DLQ; a message whose document is no longer failed only leaves the DLQ.
+    """
+    if not sequence_numbers and not reason:
+        raise click.UsageError("give sequence numbers, or --reason")
+    body: dict[str, Any] = {"dry_run": dry_run}
+    if sequence_numbers:
+        body["sequence_numbers"] = list(sequence_numbers)
+    if reason:
+        body["reason"] = reason
+    _echo_batch(_run(_post("/v1/admin/dlq/resubmit", body)))
+
+
+@dlq.command("purge")
+@click.option("--reason", default=None, help="Only messages dead-lettered for this reason.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def dlq_purge(reason: str | None, yes: bool) -> None:
+    """Remove dead-lettered messages for good (failed rows stay: `sheaf failed list`)."""
+    what = f"every message dead-lettered for {reason}" if reason else "EVERY dead-lettered message"
+    if not yes:
+        click.confirm(f"Remove {what} from the dead-letter queue?", abort=True)
+    body: dict[str, Any] = {"confirm": True}
+    if reason:
+        body["reason"] = reason
+    _echo_batch(_run(_post("/v1/admin/dlq/purge", body)))
+
+
+def _echo_batch(body: dict[str, Any]) -> None:
+    prefix = "(dry run) " if body["dry_run"] else ""
+    for item in body["results"]:
+        click.echo(
+            f"{prefix}#{item['sequence_number']}  {item['document_id'] or item['message_id']}  "
+            f"{item['outcome']}: {item['detail']}"
+        )
+    for number in body["not_found"]:
+        click.echo(f"#{number}  not in the dead-letter queue")
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(body["counts"].items()))
+    click.echo(f"{prefix}{summary or 'no matching messages'}")
+
+
 async def _get(path: str, **params: Any) -> dict[str, Any]:
     async with Client(_settings().api_url) as client:
         return await client.get(path, **params)
 
 
-async def _post(path: str) -> dict[str, Any]:
+async def _post(path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     async with Client(_settings().api_url) as client:
-        return await client.post(path)
+        return await client.post(path, body)

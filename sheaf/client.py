@@ -73,8 +73,10 @@ class Client:
         clean = {k: str(v) for k, v in params.items() if v is not None}
         return (await self.request("GET", path, params=clean))[1]
 
-    async def post(self, path: str) -> dict[str, Any]:
-        return (await self.request("POST", path))[1]
+    async def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        if body is None:
+            return (await self.request("POST", path))[1]
+        return (await self.request("POST", path, json=body))[1]
 
 
 def expand_paths(paths: list[Path]) -> Iterator[Path]:

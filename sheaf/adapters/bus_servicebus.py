@@ -4,17 +4,27 @@ Sending is best effort by design: callers treat a failure as "the reconciler wil
 so every SDK error becomes `TransientError("servicebus_unavailable")`. The sender link is
 opened once and re-opened after a failure. Dispatches whose `not_before` lies in the future
 are scheduled for that time instead of sent now.
+
+The dead-letter tooling (`sheaf.services.dlq`) reads the `$DeadLetterQueue` sub-queue through
+`peek_dead_letters` and settles chosen messages through `take_dead_letters`; both hand back
+SDK-free `DeadLetter` values.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode, ServiceBusSubQueue
+from azure.servicebus import (
+    ServiceBusMessage,
+    ServiceBusReceivedMessage,
+    ServiceBusReceiveMode,
+    ServiceBusSubQueue,
+)
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver, ServiceBusSender
 from azure.servicebus.exceptions import ServiceBusError
 
@@ -23,6 +33,22 @@ from sheaf.domain.models import Dispatch
 from sheaf.errors import TransientError
 
 REQUIRED_ROLE = "Azure Service Bus Data Owner (or Data Sender + Data Receiver)"
+
+PEEK_PAGE = 100  # messages per peek or receive request
+DLQ_LATER = "try again once it is back (messages not settled yet stay in the dead-letter queue)"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One message of the dead-letter sub-queue, as read by a peek or a peek-lock receive."""
+
+    sequence_number: int
+    message_id: str
+    reason: str | None
+    description: str | None
+    delivery_count: int
+    enqueued_at: datetime | None
+    body: bytes
 
 
 class ServiceBusMessageBus:
@@ -60,10 +86,10 @@ class ServiceBusMessageBus:
                         await sender.schedule_messages(_message(dispatch), at)
             except ServiceBusError as exc:
                 await self._drop_sender()
-                raise TransientError(
-                    f"Service Bus queue {self.queue!r} is unreachable ({exc}); the reconciler "
-                    "re-sends once it is back, and workers poll meanwhile",
-                    code="servicebus_unavailable",
+                raise _unreachable(
+                    self.queue,
+                    exc,
+                    "the reconciler re-sends once it is back, and workers poll meanwhile",
                 ) from exc
 
     def receiver(self, prefetch: int) -> ServiceBusReceiver:
@@ -78,6 +104,69 @@ class ServiceBusMessageBus:
             sub_queue=ServiceBusSubQueue.DEAD_LETTER,
             receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
         )
+
+    async def peek_dead_letters(
+        self, limit: int, from_sequence_number: int = 0
+    ) -> list[DeadLetter]:
+        """Up to `limit` dead-lettered messages in sequence order, without locking any."""
+        found: list[DeadLetter] = []
+        try:
+            async with self.dead_letter_receiver() as receiver:
+                while len(found) < limit:
+                    page = await receiver.peek_messages(
+                        max_message_count=min(PEEK_PAGE, limit - len(found)),
+                        sequence_number=from_sequence_number,
+                    )
+                    if not page:
+                        break
+                    found.extend(_dead_letter(m) for m in page)
+                    from_sequence_number = found[-1].sequence_number + 1
+        except ServiceBusError as exc:
+            raise _unreachable(self.queue, exc, DLQ_LATER) from exc
+        return found
+
+    async def take_dead_letters(
+        self,
+        handle: Callable[[DeadLetter], Awaitable[bool]],
+        *,
+        enough: Callable[[], bool],
+        limit: int,
+        max_wait: float = 1.0,
+    ) -> None:
+        """Receive dead-lettered messages in peek-lock and let `handle` decide each one.
+
+        `handle` returning True completes the message (it leaves the DLQ); False keeps it
+        locked until the pass ends, so the same pass does not receive it again, and then
+        abandons it (back in the DLQ, delivery count + 1). The pass ends when `enough()`,
+        after `limit` messages, or when the sub-queue has nothing more to give. If `handle`
+        raises, the messages still locked go back when their locks expire: nothing is lost.
+        """
+        kept: list[ServiceBusReceivedMessage] = []
+        seen: set[int] = set()
+        try:
+            async with self.dead_letter_receiver() as receiver:
+                try:
+                    while not enough() and len(seen) < limit:
+                        batch = await receiver.receive_messages(
+                            max_message_count=min(PEEK_PAGE, limit - len(seen)),
+                            max_wait_time=max_wait,
+                        )
+                        fresh = [m for m in batch if m.sequence_number not in seen]
+                        if not fresh:
+                            kept.extend(batch)
+                            break
+                        for message in fresh:
+                            seen.add(message.sequence_number or 0)
+                            if not enough() and await handle(_dead_letter(message)):
+                                await receiver.complete_message(message)
+                            else:
+                                kept.append(message)
+                finally:
+                    for message in kept:
+                        with contextlib.suppress(ServiceBusError):  # its lock expires anyway
+                            await receiver.abandon_message(message)
+        except ServiceBusError as exc:
+            raise _unreachable(self.queue, exc, DLQ_LATER) from exc
 
     async def close(self) -> None:
         async with self._lock:
@@ -104,4 +193,23 @@ def _message(dispatch: Dispatch) -> ServiceBusMessage:
         message_id=message_id(dispatch),
         content_type=CONTENT_TYPE,
         application_properties={"collection": dispatch.collection},
+    )
+
+
+def _dead_letter(message: ServiceBusReceivedMessage) -> DeadLetter:
+    return DeadLetter(
+        sequence_number=message.sequence_number or 0,
+        message_id=str(message.message_id),
+        reason=message.dead_letter_reason,
+        description=message.dead_letter_error_description,
+        delivery_count=message.delivery_count or 0,
+        enqueued_at=message.enqueued_time_utc,
+        body=b"".join(message.body),
+    )
+
+
+def _unreachable(queue: str, exc: ServiceBusError, then: str) -> TransientError:
+    return TransientError(
+        f"Service Bus queue {queue!r} is unreachable ({exc}); {then}",
+        code="servicebus_unavailable",
     )
