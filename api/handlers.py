@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from api import views
 from api.keys import DEPS
@@ -58,9 +59,24 @@ async def _accept(request: web.Request) -> ingest.UploadResult:
     )
 
 
+# What aiohttp raises for a body that is not well-formed multipart (a cut-off stream, a part
+# header with a raw NUL or line break, …): always the client's fault, so 400.
+MALFORMED = (ValueError, AssertionError, ConnectionError, HttpProcessingError)
+
+
+def _malformed(exc: Exception) -> ClientError:
+    return ClientError(
+        f"the upload body is malformed or was cut off ({exc}); send it again",
+        code="malformed_upload",
+    )
+
+
 async def _file_part(reader: MultipartReader) -> BodyPartReader:
     while True:
-        part = await reader.next()
+        try:
+            part = await reader.next()
+        except MALFORMED as exc:
+            raise _malformed(exc) from exc
         if part is None:
             raise ClientError(
                 "no file in the upload: send it in a multipart field named 'file'",
@@ -80,11 +96,8 @@ async def _body(part: BodyPartReader, reader: MultipartReader) -> AsyncIterator[
             if isinstance(extra, BodyPartReader) and extra.name == "file":
                 raise ClientError("send one file per upload", code="multiple_files")
             await extra.release()
-    except (ValueError, AssertionError, ConnectionError) as exc:
-        raise ClientError(
-            f"the upload body is malformed or was cut off ({exc}); send it again",
-            code="malformed_upload",
-        ) from exc
+    except MALFORMED as exc:
+        raise _malformed(exc) from exc
 
 
 async def get_document(request: web.Request) -> web.Response:

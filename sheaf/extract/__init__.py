@@ -14,10 +14,10 @@ from pathlib import Path
 from sheaf.domain.models import ContentType, Page
 from sheaf.errors import ExtractionError
 from sheaf.extract.docx import ZipLimits, extract_docx
-from sheaf.extract.pdf import extract_pdf
+from sheaf.extract.pdf import PdfLimits, extract_pdf
 from sheaf.extract.text import extract_text
 
-__all__ = ["LocalExtractor", "ZipLimits"]
+__all__ = ["LocalExtractor", "PdfLimits", "ZipLimits"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,7 @@ class LocalExtractor:
     """Dispatch on the content type decided at upload (by magic bytes, never by name)."""
 
     zip_limits: ZipLimits = field(default_factory=ZipLimits)
+    pdf_limits: PdfLimits = field(default_factory=PdfLimits)
 
     def extract(self, path: Path, content_type: str) -> list[Page]:
         """Pages of text; raises `ExtractionError` for files that can never be read."""
@@ -36,7 +37,7 @@ class LocalExtractor:
                 code="unsupported_type",
             ) from exc
         if kind is ContentType.PDF:
-            return extract_pdf(path)
+            return extract_pdf(path, self.pdf_limits)
         if kind is ContentType.DOCX:
             return extract_docx(path, self.zip_limits)
         return extract_text(path)

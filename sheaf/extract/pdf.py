@@ -3,6 +3,8 @@
 Error codes the caller may rely on (they become the document's `error_code`):
 
     not_a_pdf           empty file, or no `%PDF-` header in the first 1024 bytes
+    pdf_too_large       more bytes or pages than `PdfLimits` allows; checked before any
+                        page is parsed
     encrypted           needs a password to open; reported at once, never retried
     corrupt_pdf         pypdf cannot parse the file or one of its pages (truncated, broken
                         xref, malformed objects); the message names the page when known
@@ -25,8 +27,10 @@ Decisions:
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from pypdf import PageObject, PasswordType, PdfReader
@@ -51,12 +55,23 @@ _PARSE_FAILURES: tuple[type[Exception], ...] = (
 )
 
 
-def extract_pdf(path: Path) -> list[Page]:
+@dataclass(frozen=True, slots=True)
+class PdfLimits:
+    """What a PDF may be before Sheaf refuses to parse it."""
+
+    max_bytes: int = 100 * 1024 * 1024
+    max_pages: int = 10_000
+
+
+def extract_pdf(path: Path, limits: PdfLimits | None = None) -> list[Page]:
     """One `Page` per PDF page, numbered from 1; text may be empty (see module doc)."""
-    _check_header(path)
+    limits = limits or PdfLimits()
+    _check_header(path, limits)
     reader = _open(path)
     try:
         pages = reader.pages
+        if len(pages) > limits.max_pages:
+            raise _too_large(f"it has {len(pages)} pages (limit {limits.max_pages})")
         return [_page_text(page, number) for number, page in enumerate(pages, start=1)]
     except ExtractionError:
         raise
@@ -66,9 +81,12 @@ def extract_pdf(path: Path) -> list[Page]:
         raise _corrupt("its page tree cannot be read", exc) from exc
 
 
-def _check_header(path: Path) -> None:
-    """Reject non-PDFs before pypdf tries (and slowly fails) to recover them."""
+def _check_header(path: Path, limits: PdfLimits) -> None:
+    """Reject non-PDFs and oversized files before pypdf tries (and slowly fails) to parse them."""
     with path.open("rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size > limits.max_bytes:
+            raise _too_large(f"it is {size} bytes (limit {limits.max_bytes})")
         head = file.read(_HEADER_WINDOW + 4)
     if not head:
         raise ExtractionError("The PDF file is empty (0 bytes).", code="not_a_pdf")
@@ -118,6 +136,13 @@ def _corrupt(what: str, exc: Exception) -> ExtractionError:
         f"The PDF cannot be read: {what} ({type(exc).__name__}: {str(exc)[:200]}). "
         "Re-export or repair it (for example by printing it to a new PDF) and upload again.",
         code="corrupt_pdf",
+    )
+
+
+def _too_large(why: str) -> ExtractionError:
+    return ExtractionError(
+        f"The PDF is too large to process: {why}. Split it into smaller files and upload those.",
+        code="pdf_too_large",
     )
 
 

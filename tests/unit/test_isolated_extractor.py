@@ -1,0 +1,271 @@
+"""`IsolatedExtractor`: a pool of child processes under time and memory limits.
+
+The child's behaviour is driven by `tests.bad_inputs.hostile`: a file that says
+`#hostile:segfault` makes the child segfault, and so on; other files are real documents.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sheaf.domain.models import ContentType, Page
+from sheaf.errors import ExtractionError, TransientError
+from sheaf.extract import LocalExtractor
+from sheaf.extract.isolated import IsolatedExtractor
+from tests.bad_inputs import pdf
+from tests.bad_inputs.hostile import HostileExtractor, command
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+TEXT = ContentType.TEXT.value
+PDF = ContentType.PDF.value
+MiB = 1024 * 1024
+
+
+Write = Callable[[bytes], Path]
+
+
+@pytest.fixture
+def write(tmp_path: Path) -> Write:
+    """Write bytes to a new file of this test's own."""
+    count = iter(range(1_000_000))
+
+    def run(data: bytes) -> Path:
+        path = tmp_path / f"file-{next(count)}"
+        path.write_bytes(data)
+        return path
+
+    return run
+
+
+def isolated(timeout: float = 10, memory: int = 512 * MiB, processes: int = 1) -> IsolatedExtractor:
+    return IsolatedExtractor(timeout, memory, processes, extractor=HostileExtractor())
+
+
+def served_by(extractor: IsolatedExtractor, path: Path) -> int:
+    [page] = extractor.extract(path, TEXT)
+    return int(page.text.split()[-1])
+
+
+def gone(pid: int) -> bool:
+    """Dead, or a zombie nobody has reaped yet (an orphan's fate in some containers)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+def test_pages_are_those_of_the_local_extractor(write: Write) -> None:
+    path = write(pdf.healthy("Pages cross the process boundary"))
+    with isolated() as extractor:
+        assert extractor.extract(path, PDF) == LocalExtractor().extract(path, PDF)
+        assert extractor.extract(path, PDF) == [Page(1, "Pages cross the process boundary")]
+
+
+def test_one_child_serves_document_after_document(write: Write) -> None:
+    with isolated() as extractor:
+        first = served_by(extractor, write(command("pid")))
+        assert served_by(extractor, write(command("pid"))) == first
+        assert extractor.pids() == [first]
+
+
+def test_the_files_own_errors_pass_through_and_keep_the_child(write: Write) -> None:
+    with isolated() as extractor:
+        pid = served_by(extractor, write(command("pid")))
+        with pytest.raises(ExtractionError) as caught:
+            extractor.extract(write(pdf.encrypted()), PDF)
+        assert caught.value.code == "encrypted"
+        assert "password" in caught.value.message
+        assert served_by(extractor, write(command("pid"))) == pid
+
+
+def test_a_bug_in_the_extractor_is_not_the_files_fault(write: Write) -> None:
+    """Not an ExtractionError: the worker retries it like any unexpected error."""
+    with isolated() as extractor:
+        with pytest.raises(RuntimeError, match="ValueError: a bug in the extractor"):
+            extractor.extract(write(command("bug")), TEXT)
+        with pytest.raises(RuntimeError, match="FileNotFoundError"):
+            extractor.extract(Path(str(write(b"x")) + "-missing"), TEXT)
+
+
+@pytest.mark.parametrize(("action", "signal_name"), [("segfault", "SIGSEGV"), ("abort", "SIGABRT")])
+def test_a_crashing_child_fails_the_document_and_is_replaced(
+    write: Write,
+    action: str,
+    signal_name: str,
+) -> None:
+    with isolated() as extractor:
+        before = served_by(extractor, write(command("pid")))
+        with pytest.raises(ExtractionError) as caught:
+            extractor.extract(write(command(action)), TEXT)
+        assert caught.value.code == "parser_crash"
+        assert signal_name in caught.value.message
+        assert gone(before)
+        after = served_by(extractor, write(command("pid")))
+        assert after != before
+        assert extractor.pids() == [after]
+
+
+def test_a_hanging_parser_is_stopped_at_the_time_limit(write: Write) -> None:
+    with isolated(timeout=1.0) as extractor:
+        pid = served_by(extractor, write(command("pid")))
+        started = time.monotonic()
+        with pytest.raises(ExtractionError) as caught:
+            extractor.extract(write(command("loop")), TEXT)
+        elapsed = time.monotonic() - started
+        assert caught.value.code == "timeout"
+        assert 1.0 <= elapsed < 3.0  # the limit, plus killing the child on a busy machine
+        assert gone(pid)
+        assert served_by(extractor, write(command("pid"))) != pid
+
+
+def test_memory_beyond_the_limit_fails_as_memory_limit(write: Write) -> None:
+    with isolated(memory=300 * MiB) as extractor:
+        started = time.monotonic()
+        with pytest.raises(ExtractionError) as caught:
+            extractor.extract(write(command("hog")), TEXT)
+        assert caught.value.code == "memory_limit"
+        assert time.monotonic() - started < 5
+        assert served_by(extractor, write(command("pid"))) > 0  # a fresh child took over
+
+
+def test_threads_share_the_pool_and_never_exceed_it(write: Write) -> None:
+    paths = [write(command("sleep", 0.3)) for _ in range(8)]
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def call(extractor: IsolatedExtractor, path: Path) -> None:
+        try:
+            results.append(extractor.extract(path, TEXT)[0].text)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    with isolated(processes=2) as extractor:
+        for path in paths[:2]:  # start both children first: spawning is not what is measured
+            call(extractor, path)
+        results.clear()
+        threads = [threading.Thread(target=call, args=(extractor, p)) for p in paths]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+        assert errors == []
+        pids = {text.split()[-1] for text in results}
+        assert len(results) == 8
+        assert len(pids) == 2
+        assert elapsed >= 4 * 0.3  # never more than two at a time: at least four rounds
+
+
+def test_close_leaves_no_process_behind(write: Write) -> None:
+    extractor = isolated(processes=3)
+    threads = [
+        threading.Thread(target=extractor.extract, args=(write(command("sleep", 0.5)), TEXT))
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    pids = extractor.pids()
+    assert len(pids) == 3
+    extractor.close()
+    assert all(gone(pid) for pid in pids)
+    assert extractor.pids() == []
+    with pytest.raises(TransientError):
+        extractor.extract(write(command("pid")), TEXT)
+
+
+class Call(threading.Thread):
+    """`extract` running in a thread, started and under way; `error` is what it raised."""
+
+    def __init__(self, extractor: IsolatedExtractor, path: Path) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.path = path
+        self.error: BaseException | None = None
+        warm_up = path.with_name("warm-up")
+        warm_up.write_bytes(command("pid"))
+        extractor.extract(warm_up, TEXT)  # a child is up and idle now
+        self.start()
+        time.sleep(0.3)  # the child has the file by now
+
+    def run(self) -> None:
+        try:
+            self.extractor.extract(self.path, TEXT)
+        except BaseException as exc:
+            self.error = exc
+
+
+def test_a_child_stopped_from_outside_is_not_the_files_fault(write: Write) -> None:
+    with isolated() as extractor:
+        call = Call(extractor, write(command("sleep", 30)))
+        assert call.is_alive()
+        os.kill(extractor.pids()[0], signal.SIGTERM)
+        call.join(10)
+        assert isinstance(call.error, TransientError)
+        assert call.error.code == "extractor_lost"
+        assert "SIGTERM" in call.error.message
+
+
+def test_close_during_a_call_is_not_the_files_fault(write: Write) -> None:
+    extractor = isolated()
+    call = Call(extractor, write(command("sleep", 30)))
+    extractor.close()
+    call.join(10)
+    assert isinstance(call.error, TransientError)
+    assert call.error.code == "extractor_closed"
+
+
+PARENT = textwrap.dedent(
+    """
+    import sys, threading
+    from pathlib import Path
+    from sheaf.extract.isolated import IsolatedExtractor
+    from tests.bad_inputs.hostile import HostileExtractor, command
+
+    extractor = IsolatedExtractor(600, 512 * 1024 * 1024, 1, extractor=HostileExtractor())
+    path = Path(sys.argv[1])
+    path.write_bytes(command("loop"))
+    threading.Thread(target=extractor.extract, args=(path, "text/plain")).start()
+    while not extractor.pids():
+        pass
+    print(extractor.pids()[0], flush=True)
+    threading.Event().wait()
+    """
+)
+
+
+def test_children_die_with_a_sigkilled_parent(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(tmp_path / "loop.txt")],
+        stdout=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        time.sleep(0.5)  # the child is busy looping now
+        assert not gone(child)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 5
+    while not gone(child):
+        assert time.monotonic() < deadline, f"child {child} outlived its parent"
+        time.sleep(0.05)
