@@ -20,6 +20,7 @@ from sheaf.adapters.sql import open_store
 from sheaf.adapters.sql.migrate import upgrade
 from sheaf.config import Settings
 from sheaf.extract import LocalExtractor
+from sheaf.extract.isolated import IsolatedExtractor
 from sheaf.ports import BlobStore, Embedder, MessageBus
 from sheaf.services.deps import Deps
 
@@ -48,12 +49,21 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
         stack.push_async_callback(bus.close)
         embedder = _embedder(settings, credential)
         stack.push_async_callback(embedder.close)
+        # Parsers run in child processes: a hang, a bomb or a crash fails one document,
+        # never the worker. Children start on first use, so the API process pays nothing.
+        extractor = IsolatedExtractor(
+            settings.extract_timeout_seconds,
+            settings.extract_memory_bytes,
+            settings.extract_processes,
+            extractor=LocalExtractor(),
+        )
+        stack.callback(extractor.close)
         yield Deps(
             settings=settings,
             store=store,
             blobs=blobs,
             bus=bus,
-            extractor=LocalExtractor(),
+            extractor=extractor,
             embedder=embedder,
         )
 

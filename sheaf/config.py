@@ -152,6 +152,15 @@ class Settings(BaseModel):
     shutdown_grace_seconds: float = Field(
         20.0, ge=0, description="On SIGTERM, time to finish documents before releasing them."
     )
+    extract_timeout_seconds: float = Field(
+        60.0, gt=0, description="Wall-clock limit of one extraction (its child is killed)."
+    )
+    extract_memory_bytes: int = Field(
+        1024**3, ge=256 * MiB, description="Address-space limit of an extraction child."
+    )
+    extract_processes: int = Field(
+        2, ge=1, le=64, description="Extraction child processes per worker, reused."
+    )
     chunk_size: int = Field(1200, ge=100, description="Target chunk length in characters.")
     chunk_overlap: int = Field(200, ge=0, description="Characters shared by neighbour chunks.")
     embed_batch_size: int = Field(64, ge=1, description="Chunks embedded and written per batch.")
@@ -202,6 +211,10 @@ class Settings(BaseModel):
                 f"SHEAF_HEARTBEAT_SECONDS ({self.heartbeat_seconds:g}) must be at most a "
                 f"third of SHEAF_LEASE_SECONDS ({self.lease_seconds:g}), so two renewals can "
                 "fail before the lease runs out"
+            )
+        if self.extract_timeout_seconds >= self.document_deadline_seconds:
+            problems.append(
+                "SHEAF_EXTRACT_TIMEOUT_SECONDS must be below SHEAF_DOCUMENT_DEADLINE_SECONDS"
             )
         if self.chunk_overlap >= self.chunk_size:
             problems.append("SHEAF_CHUNK_OVERLAP must be smaller than SHEAF_CHUNK_SIZE")
