@@ -1,0 +1,335 @@
+"""Search: exact top-k query latency at 10k and 100k chunks in one collection.
+
+Chunks are written straight into a freshly migrated Sheaf database (completed documents of
+100 chunks each, 1,000-character texts, random unit vectors of 1,024 float32 dimensions,
+as `text-embedding-3-large` at 1,024 or the lexical embedder produce), then queried with
+random unit vectors through the store's `search` — the exact cosine scan the API's search
+endpoint runs, without the embedding of the query text. The collection grows from the
+first size to the second in place; on PostgreSQL the tables are analysed after seeding,
+as autovacuum would do, so the planner knows their size. The plan of one batch of the
+scan is printed, because it explains the latencies.
+
+The reference is the floor of exact search: the same vectors already in memory as one
+float32 matrix, scored with one matrix-vector product and `argpartition`. What Sheaf adds
+on top is reading the vectors out of the database for every query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import insert
+
+from bench.harness import Context, Stopwatch, percentile
+from bench.postgres import fresh_database, sqlalchemy_url, unavailable_reason
+from sheaf.adapters.sql import open_store
+from sheaf.adapters.sql.migrate import upgrade
+from sheaf.adapters.sql.schema import chunks, documents
+from sheaf.adapters.sql.store import SqlDocumentStore
+from sheaf.domain.chunking import content_hash
+
+NAME = "search"
+TITLE = "5. Search: exact top-k latency in one collection"
+DIMENSIONS = 1024
+MODEL = "bench-1024"
+COLLECTION = "bench"
+CHUNKS_PER_DOCUMENT = 100
+TEXT_CHARS = 1000
+K = 5
+DOCUMENTS_PER_TRANSACTION = 10
+_FILLER = "lorem ipsum dolor sit amet " * (TEXT_CHARS // 27 + 1)
+ACCEPTABLE_SECONDS = 0.2  # p99 an interactive search (or a RAG retrieval step) can afford
+
+
+@dataclass(frozen=True)
+class Plan:
+    sizes: tuple[tuple[int, int], ...]  # (chunks in the collection, queries measured)
+
+
+QUICK = Plan(sizes=((10_000, 10), (100_000, 2)))
+FULL = Plan(sizes=((10_000, 100), (100_000, 30)))
+
+
+@dataclass
+class Measured:
+    database: str
+    chunks: int
+    seconds: list[float]
+    reference: list[float]
+    seed_seconds: float
+
+
+async def run(ctx: Context) -> None:
+    plan = QUICK if ctx.quick else FULL
+    ctx.note(
+        f"k = {K}; {DIMENSIONS}-dimension float32 vectors; {CHUNKS_PER_DOCUMENT} chunks of "
+        f"{TEXT_CHARS} characters per document; one warm-up query, then the measured ones "
+        "(the data is in the OS page cache, as on a busy server)."
+    )
+    results: list[Measured] = []
+    databases = ["sqlite"]
+    reason = unavailable_reason(ctx.postgres_admin_dsn)
+    if reason is None:
+        databases.append("postgres")
+    else:
+        ctx.note(f"PostgreSQL rows skipped: {reason}")
+    for database in databases:
+        async with _store(ctx, database) as store:
+            results += await _measure(ctx, database, store, plan)
+            await _explain_batch(ctx, database, store)
+    _report(ctx, results)
+
+
+@contextlib.asynccontextmanager
+async def _store(ctx: Context, database: str) -> AsyncIterator[SqlDocumentStore]:
+    with contextlib.ExitStack() as stack:
+        if database == "sqlite":
+            url = f"sqlite+aiosqlite:///{ctx.workdir / 'search.db'}"
+        else:
+            dsn = stack.enter_context(fresh_database(ctx.postgres_admin_dsn, "search"))
+            url = sqlalchemy_url(dsn)
+        await asyncio.to_thread(upgrade, url)
+        store = await open_store(url)
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+async def _measure(
+    ctx: Context, database: str, store: SqlDocumentStore, plan: Plan
+) -> list[Measured]:
+    rng = np.random.default_rng(7)
+    matrix = np.empty((0, DIMENSIONS), dtype=np.float32)
+    results = []
+    for size, queries in plan.sizes:
+        ctx.progress(f"{database}: seeding to {size:,} chunks")
+        clock = Stopwatch()
+        added = await _seed(store, rng, size - len(matrix))
+        seed_seconds = clock.seconds
+        matrix = np.concatenate([matrix, added])
+        if database == "postgres":  # as autovacuum would, so the planner sees the data
+            async with store.engine.connect() as conn:
+                await conn.exec_driver_sql("ANALYZE documents")
+                await conn.exec_driver_sql("ANALYZE chunks")
+        vectors = [_unit(rng.standard_normal(DIMENSIONS)) for _ in range(queries + 1)]
+        if not results:  # one warm-up query: connections, plans, first reads
+            await store.search(COLLECTION, vectors[0].tolist(), MODEL, K)
+        ctx.progress(f"{database}: {queries} queries at {size:,} chunks")
+        seconds = []
+        with ctx.spied(os.getpid(), f"search-{database}-{size}"):
+            for vector in vectors[1:]:
+                clock = Stopwatch()
+                hits = await store.search(COLLECTION, vector.tolist(), MODEL, K)
+                seconds.append(clock.seconds)
+                assert len(hits) == K
+        reference = [_in_memory(matrix, vector) for vector in vectors[1:]]
+        results.append(Measured(database, size, seconds, reference, seed_seconds))
+    return results
+
+
+class _Captured(Exception):
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+
+
+class _CapturingConnection:
+    """Stands in for a connection to catch the statement a store helper would send."""
+
+    async def execute(self, statement: Any, *args: object) -> None:
+        raise _Captured(statement)
+
+
+async def _explain_batch(ctx: Context, database: str, store: SqlDocumentStore) -> None:
+    """The plan of one batch of the scan, from the middle of the collection.
+
+    The statement is the store's own (`_vector_batch` in sheaf/adapters/sql/store.py),
+    caught before it is sent and compiled with its values inlined.
+    """
+    from sheaf.adapters.sql import store as store_module
+
+    try:
+        await store_module._vector_batch(
+            _CapturingConnection(),  # type: ignore[arg-type]
+            COLLECTION,
+            MODEL,
+            DIMENSIONS,
+            await _middle_id(store),
+        )
+    except _Captured as caught:
+        statement = caught.statement
+    except Exception as exc:  # a private helper: if it changed, say so and go on
+        ctx.note(f"No plan for {database}: {exc!r}")
+        return
+    sql = str(statement.compile(store.engine, compile_kwargs={"literal_binds": True}))
+    explain = "EXPLAIN QUERY PLAN " if database == "sqlite" else "EXPLAIN (ANALYZE, BUFFERS) "
+    async with store.engine.connect() as conn:
+        rows = (await conn.exec_driver_sql(explain + sql)).all()
+    plan = "\n".join(" | ".join(str(v) for v in row) for row in rows)
+    print(f"Plan of one scan batch on {database} (after the middle id):\n\n```\n{plan}\n```\n")
+
+
+async def _middle_id(store: SqlDocumentStore) -> int:
+    async with store.engine.connect() as conn:
+        result = await conn.exec_driver_sql("SELECT (min(id) + max(id)) / 2 FROM chunks")
+        return int(result.scalar_one())
+
+
+def _unit(vector: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return vector / np.linalg.norm(vector)
+
+
+async def _seed(
+    store: SqlDocumentStore, rng: np.random.Generator, count: int
+) -> npt.NDArray[np.float32]:
+    """`count` more live chunks in the collection, as completed documents; their vectors."""
+    vectors = rng.standard_normal((count, DIMENSIONS)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    per_transaction = CHUNKS_PER_DOCUMENT * DOCUMENTS_PER_TRANSACTION
+    for start in range(0, count, per_transaction):
+        document_rows, chunk_rows = [], []
+        for offset in range(start, min(start + per_transaction, count), CHUNKS_PER_DOCUMENT):
+            document_id, token = str(uuid.uuid4()), str(uuid.uuid4())
+            document_rows.append(_document_row(document_id, token))
+            block = vectors[offset : offset + CHUNKS_PER_DOCUMENT]
+            chunk_rows += [_chunk_row(document_id, token, n, v) for n, v in enumerate(block)]
+        async with store.engine.begin() as conn:
+            await conn.execute(insert(documents), document_rows)
+            await conn.execute(insert(chunks), chunk_rows)
+    return vectors
+
+
+def _document_row(document_id: str, token: str) -> dict[str, Any]:
+    stamp = datetime.now(UTC)
+    return {
+        "id": document_id,
+        "collection": COLLECTION,
+        "filename": f"{document_id}.txt",
+        "content_type": "text/plain",
+        "size_bytes": CHUNKS_PER_DOCUMENT * TEXT_CHARS,
+        "sha256": content_hash(document_id),
+        "blob_key": f"bench/{document_id}",
+        "status": "completed",
+        "attempts": 1,
+        "max_attempts": 3,
+        "dispatch_seq": 1,
+        "chunk_count": CHUNKS_PER_DOCUMENT,
+        "chunks_token": token,
+        "embedding_model": MODEL,
+        "embedding_dimensions": DIMENSIONS,
+        "created_at": stamp,
+        "updated_at": stamp,
+        "completed_at": stamp,
+    }
+
+
+def _chunk_row(
+    document_id: str, token: str, ordinal: int, vector: npt.NDArray[np.float32]
+) -> dict[str, Any]:
+    text = f"{document_id} {ordinal} {_FILLER}"[:TEXT_CHARS]
+    return {
+        "document_id": document_id,
+        "collection": COLLECTION,
+        "lease_token": token,
+        "ordinal": ordinal,
+        "page_start": 1,
+        "page_end": 1,
+        "text": text,
+        "model": MODEL,
+        "dimensions": DIMENSIONS,
+        "embedding": vector.astype("<f4").tobytes(),
+        "content_sha256": content_hash(text),
+    }
+
+
+def _in_memory(matrix: npt.NDArray[np.float32], query: npt.NDArray[np.float64]) -> float:
+    """Seconds for exact top-k over vectors already in memory: the floor of exact search."""
+    clock = Stopwatch()
+    scores = matrix @ query.astype(np.float32)
+    top = np.argpartition(-scores, K - 1)[:K]
+    ranked = top[np.argsort(-scores[top])]
+    assert len(ranked) == K
+    return clock.seconds
+
+
+def _report(ctx: Context, results: list[Measured]) -> None:
+    rows = []
+    for m in results:
+        p50 = percentile(m.seconds, 50)
+        reference = percentile(m.reference, 50)
+        rows.append(
+            [
+                m.database,
+                m.chunks,
+                len(m.seconds),
+                1000 * p50,
+                1000 * percentile(m.seconds, 99),
+                1000 * reference,
+                p50 / reference,
+                m.chunks / p50,
+                m.seed_seconds,
+            ]
+        )
+    ctx.table(
+        f"exact top-{K} search through the store",
+        [
+            "database",
+            "chunks",
+            "queries",
+            "p50 ms",
+            "p99 ms",
+            "in-memory numpy p50 ms",
+            "Sheaf ÷ in-memory",
+            "chunks scanned/s",
+            "seeding s",
+        ],
+        rows,
+    )
+    for database in sorted({m.database for m in results}):
+        sized = sorted((m for m in results if m.database == database), key=lambda m: m.chunks)
+        ctx.note(_limit(database, sized))
+    ctx.note(
+        "Beyond that scale exact search needs an approximate nearest-neighbour index: "
+        "pgvector's HNSW index on PostgreSQL, or Azure AI Search (HNSW) behind the "
+        "VectorIndex port; SQLite has no such index (sqlite-vec also scans), so a large "
+        "collection belongs on PostgreSQL or Azure AI Search."
+    )
+
+
+def _limit(database: str, sized: list[Measured]) -> str:
+    """The collection size whose p99 would be `ACCEPTABLE_SECONDS`, at the measured cost per chunk.
+
+    The cost per chunk is the p99 at the largest size over its chunk count: the scan is
+    linear in the chunks it reads, and what does not grow with size is small beside it.
+    """
+    largest = sized[-1]
+    per_chunk = percentile(largest.seconds, 99) / largest.chunks
+    limit = ACCEPTABLE_SECONDS / per_chunk
+    within = [m.chunks for m in sized if percentile(m.seconds, 99) <= ACCEPTABLE_SECONDS]
+    measured = (
+        f"p99 stays under {1000 * ACCEPTABLE_SECONDS:.0f} ms up to {max(within):,} chunks"
+        if within
+        else f"p99 is over {1000 * ACCEPTABLE_SECONDS:.0f} ms already at {sized[0].chunks:,}"
+    )
+    return (
+        f"{database}: a query costs about {1e6 * per_chunk:.0f} µs per chunk at p99; "
+        f"{measured}, and {1000 * ACCEPTABLE_SECONDS:.0f} ms buys about {_round(limit)} "
+        "chunks of exact search on this machine."
+    )
+
+
+def _round(value: float) -> str:
+    if value <= 0:
+        return "0"
+    magnitude = 10 ** max(0, int(math.log10(value)) - 1)
+    return f"{round(value / magnitude) * magnitude:,.0f}"
