@@ -447,8 +447,9 @@ def _report_cpu(ctx: Context, corpus: str, results: list[Result]) -> None:
         rows,
     )
     ctx.note(
-        "CPU time depends far less on the machine's other load than wall-clock time does: "
-        "it is what each document costs. SQLite's work is inside the processes that call it."
+        "CPU time is what each document costs the machine. It is steadier than wall-clock "
+        "time under load, but contention inflates it too, more for Sheaf's processes and "
+        "threads than for the one loop. SQLite's work is inside the processes that call it."
     )
 
 

@@ -21,9 +21,10 @@ import contextlib
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -76,35 +77,42 @@ class Measured:
         return self.size / MiB / median(self.reference_seconds)
 
 
+Reference = Callable[[Path], Awaitable[float]]  # seconds the reference takes for a file
+
+
 async def run(ctx: Context) -> None:
     plan = QUICK if ctx.quick else FULL
     files = {size: _generate(ctx.workdir, size) for size, _ in plan.sizes}
     results: list[Measured] = []
-    results += await _backend(ctx, plan, files, "local", {})
-    azurite = _azurite(ctx.workdir)
-    try:
-        server = azurite.__enter__()
-    except BaseException as exc:  # pytest.fail raises an Exception subclass of BaseException
-        ctx.note(f"Azurite rows skipped: {exc}")
-    else:
-        try:
+    with _bare_server(ctx.workdir / "bare-uploads") as bare_url:
+        reference = _bare_reference(bare_url)
+        results += await _backend(ctx, plan, files, "local", {}, reference)
+    with contextlib.ExitStack() as stack:
+        azurite = _start_azurite(ctx, stack)
+        if azurite is not None:
             settings = {
                 "SHEAF_BLOB_BACKEND": "azure",
-                "SHEAF_AZURE_STORAGE_CONNECTION_STRING": server.connection_string,
+                "SHEAF_AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
                 "SHEAF_AZURE_STORAGE_CONTAINER": "bench",
             }
-            results += await _backend(ctx, plan, files, "azurite", settings, server)
-        finally:
-            azurite.__exit__(None, None, None)
+            reference = _sdk_reference(azurite.connection_string)
+            results += await _backend(ctx, plan, files, "azurite", settings, reference)
     _report(ctx, results)
 
 
-def _azurite(workdir: Path) -> contextlib.AbstractContextManager:  # type: ignore[type-arg]
+def _start_azurite(ctx: Context, stack: contextlib.ExitStack) -> Any:
+    """A running Azurite (tests.azurite_fixtures), or None with the reason noted."""
+    import pytest
+
     from tests.azurite_fixtures import run_azurite
 
-    directory = workdir / "azurite"
+    directory = ctx.workdir / "azurite"
     directory.mkdir(exist_ok=True)
-    return run_azurite(directory)
+    try:
+        return stack.enter_context(run_azurite(directory))
+    except (Exception, pytest.skip.Exception, pytest.fail.Exception) as exc:
+        ctx.note(f"Azurite rows skipped: {exc}")
+        return None
 
 
 def _generate(directory: Path, size: int) -> Path:
@@ -129,7 +137,7 @@ async def _backend(
     files: dict[int, Path],
     backend: str,
     extra: dict[str, str],
-    azurite: object | None = None,
+    reference: Reference,
 ) -> list[Measured]:
     run_dir = ctx.workdir / f"api-{backend}"
     run_dir.mkdir()
@@ -146,9 +154,7 @@ async def _backend(
     api = SheafProcess(["api"], settings, run_dir, run_dir / "api.log")
     url = f"http://127.0.0.1:{port}"
     results = []
-    bare = _bare_server(ctx.workdir / "bare-uploads") if backend == "local" else None
     try:
-        bare_url = None if bare is None else bare.__enter__()
         await wait_ready(url, api)
         await _upload(url, files[min(files)], "warmup")  # lazy imports, pools, the container
         for size, repetitions in plan.sizes:
@@ -161,13 +167,10 @@ async def _backend(
                     )
                 measured.seconds.append(seconds)
                 measured.growth.append(growth)
-                reference = await _reference_upload(files[size], bare_url, azurite)
-                measured.reference_seconds.append(reference)
+                measured.reference_seconds.append(await reference(files[size]))
             results.append(measured)
     finally:
         api.stop()
-        if bare is not None:
-            bare.__exit__(None, None, None)
     return results
 
 
@@ -197,24 +200,30 @@ async def _upload(url: str, path: Path, collection: str) -> None:
 # -- references ------------------------------------------------------------------------
 
 
-async def _reference_upload(path: Path, bare_url: str | None, azurite: object | None) -> float:
-    """Seconds the reference takes for the same file (see the module docstring)."""
-    if bare_url is not None:
+def _bare_reference(url: str) -> Reference:
+    async def upload(path: Path) -> float:
         clock = Stopwatch()
-        await _upload(bare_url, path, "bare")
+        await _upload(url, path, "bare")
         return clock.seconds
-    connection_string = azurite.connection_string  # type: ignore[union-attr]
-    async with BlobServiceClient.from_connection_string(connection_string) as service:
-        container = service.get_container_client("reference")
-        with contextlib.suppress(ResourceExistsError):
-            await container.create_container()
-        blob = container.get_blob_client(f"reference-{time.time_ns()}")
-        clock = Stopwatch()
-        with path.open("rb") as stream:
-            await blob.upload_blob(stream, overwrite=True)
-        seconds = clock.seconds
-        await blob.delete_blob()
-        return seconds
+
+    return upload
+
+
+def _sdk_reference(connection_string: str) -> Reference:
+    async def upload(path: Path) -> float:
+        async with BlobServiceClient.from_connection_string(connection_string) as service:
+            container = service.get_container_client("reference")
+            with contextlib.suppress(ResourceExistsError):
+                await container.create_container()
+            blob = container.get_blob_client(f"reference-{time.time_ns()}")
+            clock = Stopwatch()
+            with path.open("rb") as stream:
+                await blob.upload_blob(stream, overwrite=True)
+            seconds = clock.seconds
+            await blob.delete_blob()
+            return seconds
+
+    return upload
 
 
 @contextlib.contextmanager
