@@ -77,6 +77,13 @@ class Settings(BaseModel):
     servicebus_retry_seconds: float = Field(
         30.0, gt=0, description="While Service Bus is unreachable, how often to try again."
     )
+    servicebus_prefetch: int = Field(
+        0,
+        ge=0,
+        description="Messages a worker holds ahead of its free slots, at most SHEAF_CONCURRENCY."
+        " 0: none, so no message waits in a buffer under a lock nobody renews (while the "
+        "database is down such locks would lapse and count towards the DLQ).",
+    )
     embedder: Literal["lexical", "azure-openai", "openai"] = Field(
         "lexical",
         description="`lexical` (offline hashed word n-grams), `azure-openai`, or `openai` "
@@ -252,6 +259,11 @@ class Settings(BaseModel):
             problems.append(
                 "SHEAF_DOCUMENT_DEADLINE_SECONDS must be below SHEAF_LOCK_RENEWAL_SECONDS, so a "
                 "message stays locked for as long as its document may take"
+            )
+        if self.servicebus_prefetch > self.concurrency:
+            problems.append(
+                f"SHEAF_SERVICEBUS_PREFETCH ({self.servicebus_prefetch}) must be at most "
+                f"SHEAF_CONCURRENCY ({self.concurrency}): prefetched messages wait unrenewed"
             )
         if self.database_auth == "entra" and self.database_dialect != "mssql":
             problems.append("SHEAF_DATABASE_AUTH=entra is for SQL Server (mssql+aioodbc) only")

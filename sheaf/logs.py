@@ -100,3 +100,7 @@ def configure(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # The Azure SDKs log every AMQP link and HTTP request at INFO: useful to debug them,
+    # noise otherwise. Their warnings and errors always show.
+    if settings.log_level != "DEBUG":
+        logging.getLogger("azure").setLevel(logging.WARNING)

@@ -185,9 +185,8 @@ EMBEDDING_SECONDS = Histogram(
     buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 
-# -- Azure Service Bus: defined for the consumer; exported once Service Bus lands --------------
-# Until a process runs the Service Bus consumer these stay at 0 (counters without labels)
-# or absent (labelled ones), and no dashboard panel uses them yet.
+# -- Azure Service Bus: exported by workers running the consumer ------------------------------
+# In polling mode these stay at 0 (counters without labels) or absent (labelled ones).
 SERVICEBUS_RECEIVED = Counter(
     "sheaf_servicebus_messages_received_total", "Wake-up messages received from Service Bus"
 )
@@ -199,6 +198,10 @@ SERVICEBUS_SETTLED = Counter(
 SERVICEBUS_SCHEDULED = Counter(
     "sheaf_servicebus_messages_scheduled_total",
     "Wake-ups scheduled for later (retry delays, not-yet-ready documents)",
+)
+SERVICEBUS_LOCK_RENEWALS = Counter(
+    "sheaf_servicebus_lock_renewals_total",
+    "Message locks renewed while their documents were processed",
 )
 SERVICEBUS_DEAD_LETTERS = Gauge(
     "sheaf_servicebus_dead_letter_messages",

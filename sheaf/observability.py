@@ -119,7 +119,7 @@ async def readiness(deps: Deps) -> Readiness:
             checks[name] = {"ok": True}
         except SheafError as exc:
             checks[name] = {"ok": False, "error": exc.message}
-    checks["queue"] = {"ok": True, "mode": queue_mode(deps)}
+    checks["queue"] = _queue_check(deps)
     checks["embedder"] = {
         "ok": True,
         "model": deps.embedder.model,
@@ -129,13 +129,30 @@ async def readiness(deps: Deps) -> Readiness:
 
 
 def queue_mode(deps: Deps) -> str:
+    """The mode this configuration runs in when everything is reachable."""
     return "servicebus" if deps.bus.enabled else "polling"
 
 
+# The mode this process is in right now, as last exported; None until the first export.
+_current_mode: str | None = None
+
+
 def export_queue_mode(mode: str) -> None:
-    """Set `sheaf_queue_mode{mode}` to 1 for `mode` and 0 for the others."""
+    """Set `sheaf_queue_mode{mode}` to 1 for `mode` and 0 for the others; `/readyz` of this
+    process reports the same mode."""
+    global _current_mode
+    _current_mode = mode
     for name in ("polling", "servicebus", "degraded"):
         metrics.QUEUE_MODE.labels(mode=name).set(1 if name == mode else 0)
+
+
+def _queue_check(deps: Deps) -> dict[str, Any]:
+    """Degraded is still ready: polling keeps documents moving while Service Bus is away."""
+    mode = _current_mode or queue_mode(deps)
+    check: dict[str, Any] = {"ok": True, "mode": mode}
+    if mode == "degraded":
+        check["detail"] = "Service Bus unreachable; polling the database until it returns"
+    return check
 
 
 async def refresh_database_gauges(deps: Deps) -> None:

@@ -66,7 +66,6 @@ class Worker:
         """Consume wake-ups; while Service Bus is unreachable, poll and retry now and then."""
         consumer = Consumer(self.deps, bus, self)
         while not stop.is_set():
-            observability.export_queue_mode("servicebus")
             try:
                 await consumer.run(stop)
                 return

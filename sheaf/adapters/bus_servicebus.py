@@ -5,6 +5,10 @@ so every SDK error becomes `TransientError("servicebus_unavailable")`. The sende
 opened once and re-opened after a failure. Dispatches whose `not_before` lies in the future
 are scheduled for that time instead of sent now.
 
+A send is bounded (`SEND_TIMEOUT`), and after a failure sends fail fast for a cool-down
+that doubles up to 10 s: an upload must not wait for the SDK's connection retries
+while Service Bus is down, since its message would only be re-sent later anyway.
+
 The dead-letter tooling (`sheaf.services.dlq`) reads the `$DeadLetterQueue` sub-queue through
 `peek_dead_letters` and settles chosen messages through `take_dead_letters`; both hand back
 SDK-free `DeadLetter` values.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +40,9 @@ from sheaf.errors import TransientError
 REQUIRED_ROLE = "Azure Service Bus Data Owner (or Data Sender + Data Receiver)"
 
 PEEK_PAGE = 100  # messages per peek or receive request
+SEND_TIMEOUT = 5.0  # seconds one send (or schedule) may take before it counts as failed
+COOL_DOWN = 2.0  # seconds sends fail fast after a failure; doubles per failure ...
+MAX_COOL_DOWN = 10.0  # ... up to this: a send lost meanwhile waits for the reconciler
 DLQ_LATER = "try again once it is back (messages not settled yet stay in the dead-letter queue)"
 
 
@@ -59,6 +67,8 @@ class ServiceBusMessageBus:
         self.queue = queue
         self._sender: ServiceBusSender | None = None
         self._lock = asyncio.Lock()
+        self._failures = 0
+        self._retry_at = 0.0  # time.monotonic() before which sends fail fast
 
     @classmethod
     def from_connection_string(cls, connection_string: str, queue: str) -> ServiceBusMessageBus:
@@ -74,23 +84,34 @@ class ServiceBusMessageBus:
     async def send(self, dispatches: Sequence[Dispatch]) -> None:
         if not dispatches:
             return
-        now = datetime.now(UTC)
+        later = "the reconciler re-sends once it is back, and workers poll meanwhile"
+        if time.monotonic() < self._retry_at:
+            raise TransientError(
+                f"Service Bus queue {self.queue!r} was unreachable moments ago; not tried "
+                f"again yet ({later})",
+                code="servicebus_unavailable",
+            )
         async with self._lock:
             try:
-                sender = await self._open_sender()
-                immediate = [_message(d) for d in dispatches if when(d, now) is None]
-                if immediate:
-                    await sender.send_messages(immediate)
-                for dispatch in dispatches:
-                    if (at := when(dispatch, now)) is not None:
-                        await sender.schedule_messages(_message(dispatch), at)
-            except ServiceBusError as exc:
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await self._send(dispatches)
+            except (ServiceBusError, TimeoutError) as exc:
                 await self._drop_sender()
-                raise _unreachable(
-                    self.queue,
-                    exc,
-                    "the reconciler re-sends once it is back, and workers poll meanwhile",
-                ) from exc
+                self._failures += 1
+                cool_down = min(MAX_COOL_DOWN, COOL_DOWN * 2 ** (self._failures - 1))
+                self._retry_at = time.monotonic() + cool_down
+                raise _unreachable(self.queue, exc, later) from exc
+            self._failures = 0
+
+    async def _send(self, dispatches: Sequence[Dispatch]) -> None:
+        now = datetime.now(UTC)
+        sender = await self._open_sender()
+        immediate = [_message(d) for d in dispatches if when(d, now) is None]
+        if immediate:
+            await sender.send_messages(immediate)
+        for dispatch in dispatches:
+            if (at := when(dispatch, now)) is not None:
+                await sender.schedule_messages(_message(dispatch), at)
 
     def receiver(self, prefetch: int) -> ServiceBusReceiver:
         """A peek-lock receiver of the queue; the caller opens and closes it."""
@@ -183,8 +204,10 @@ class ServiceBusMessageBus:
     async def _drop_sender(self) -> None:
         sender, self._sender = self._sender, None
         if sender is not None:
-            with contextlib.suppress(ServiceBusError):  # thrown away because it failed
-                await sender.close()
+            # Thrown away because it failed: do not wait long for a dead link to close.
+            with contextlib.suppress(ServiceBusError, TimeoutError):
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await sender.close()
 
 
 def _message(dispatch: Dispatch) -> ServiceBusMessage:
@@ -208,8 +231,9 @@ def _dead_letter(message: ServiceBusReceivedMessage) -> DeadLetter:
     )
 
 
-def _unreachable(queue: str, exc: ServiceBusError, then: str) -> TransientError:
+def _unreachable(queue: str, exc: ServiceBusError | TimeoutError, then: str) -> TransientError:
+    detail = str(exc) or f"no answer within {SEND_TIMEOUT:g} s"
     return TransientError(
-        f"Service Bus queue {queue!r} is unreachable ({exc}); {then}",
+        f"Service Bus queue {queue!r} is unreachable ({detail}); {then}",
         code="servicebus_unavailable",
     )

@@ -77,6 +77,9 @@ async def collect_orphan_blobs(deps: Deps) -> int:
     return deleted
 
 
+MAX_BACKOFF_SECONDS = 60.0
+
+
 async def run_housekeeping(deps: Deps, stop: asyncio.Event) -> None:
     """Run every job on its own timer until `stop` is set."""
     s = deps.settings
@@ -98,13 +101,25 @@ async def _every(
     deps: Deps,
     stop: asyncio.Event,
 ) -> None:
+    """Failures back off (doubling, up to a minute or the interval if longer) and are logged
+    once per outage, not once per try; the first success after them is logged too."""
     # Start at a random point of the interval so processes started together spread out.
     delay = random.uniform(0, interval)
+    failures = 0
     while not await wait_event(stop, delay):
         try:
             await job(deps)
-        except SheafError as exc:
-            log.warning("housekeeping job failed; retrying", extra={"job": name, "error": str(exc)})
-        except Exception:
-            log.exception("housekeeping job crashed; retrying", extra={"job": name})
-        delay = interval * random.uniform(0.8, 1.2)
+        except Exception as exc:
+            failures += 1
+            if failures == 1 and isinstance(exc, SheafError):
+                log.warning(
+                    "housekeeping job failed; retrying", extra={"job": name, "error": str(exc)}
+                )
+            elif failures == 1:
+                log.exception("housekeeping job crashed; retrying", extra={"job": name})
+        else:
+            if failures:
+                log.info("housekeeping job works again", extra={"job": name, "failures": failures})
+            failures = 0
+        backoff = min(interval * 2 ** min(failures, 16), max(interval, MAX_BACKOFF_SECONDS))
+        delay = backoff * random.uniform(0.8, 1.2)

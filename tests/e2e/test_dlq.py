@@ -104,6 +104,9 @@ async def test_fix_the_configuration_then_resubmit_completes_and_a_rerun_is_a_no
     done = await wait_status(http, url, document_id, {"completed"})
     assert done["chunk_count"] >= 1
     await wait_dead_letters(servicebus_emulator, 0)
+    # The queue detects duplicates over 10 minutes, yet the re-drive was delivered: it is
+    # a fresh dispatch (`{id}:{seq}` with a bumped seq), never a copy of the failed one.
+    assert servicebus_emulator.dropped_duplicates(servicebus_emulator.queue_name) == []
 
     code, out = await sheaf_cli(url, "dlq", "resubmit", "--reason", REASON)
     assert code == 0, out

@@ -22,13 +22,13 @@ async def sheaf_up(
     emulator: ServiceBusEmulator, tmp_path: Path, procs: list[Proc], **settings: str
 ) -> tuple[str, Proc]:
     port = free_port()
-    env = sheaf_env(
-        SHEAF_MESSAGE_BUS="servicebus",
-        SHEAF_SERVICEBUS_CONNECTION_STRING=emulator.connection_string,
-        SHEAF_SERVICEBUS_QUEUE=emulator.queue_name,
-        SHEAF_WORKERS="2",
-        **settings,
-    )
+    defaults = {
+        "SHEAF_MESSAGE_BUS": "servicebus",
+        "SHEAF_SERVICEBUS_CONNECTION_STRING": emulator.connection_string,
+        "SHEAF_SERVICEBUS_QUEUE": emulator.queue_name,
+        "SHEAF_WORKERS": "2",
+    }
+    env = sheaf_env(**{**defaults, **settings})
     proc = start(procs, ["-m", "sheaf", "up", "--port", str(port)], env, tmp_path, "up")
     url = f"http://127.0.0.1:{port}"
     await wait_ready(url, proc)
@@ -134,9 +134,16 @@ async def test_an_emulator_outage_falls_back_to_polling_and_loses_nothing(
     procs: list[Proc],
     http: aiohttp.ClientSession,
 ) -> None:
+    health = free_port()
     url, up = await sheaf_up(
-        servicebus_emulator, tmp_path, procs, SHEAF_SERVICEBUS_RETRY_SECONDS="2"
+        servicebus_emulator,
+        tmp_path,
+        procs,
+        SHEAF_SERVICEBUS_RETRY_SECONDS="2",
+        SHEAF_WORKERS="1",
+        SHEAF_WORKER_METRICS_PORT=str(health),
     )
+    worker = f"http://127.0.0.1:{health}"
 
     async def batch(tag: str) -> None:
         for n in range(5):
@@ -149,6 +156,27 @@ async def test_an_emulator_outage_falls_back_to_polling_and_loses_nothing(
     await batch("during")
     await wait_counts(http, url, {"completed": 10, "queued": 0}, timeout=180)
     assert "polling the database meanwhile" in up.output()
+    # Degraded is still ready (polling works), and both /readyz and the metric say so.
+    assert await queue_mode(http, worker) == ("degraded", 1.0)
     servicebus_emulator.start()
+    for _ in range(240):  # the consumer reconnects within its retry period
+        if await queue_mode(http, worker) == ("servicebus", 1.0):
+            break
+        await asyncio.sleep(0.25)
+    assert await queue_mode(http, worker) == ("servicebus", 1.0)
     await batch("after")
     await wait_counts(http, url, {"completed": 15, "queued": 0, "processing": 0}, timeout=180)
+
+
+async def queue_mode(http: aiohttp.ClientSession, worker: str) -> tuple[str, float]:
+    """The worker's queue mode as /readyz reports it, and its `sheaf_queue_mode` value."""
+    body = await get_json(http, f"{worker}/readyz")
+    mode = body["checks"]["queue"]["mode"]
+    async with http.get(f"{worker}/metrics") as response:
+        text = await response.text()
+    [value] = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(f'sheaf_queue_mode{{mode="{mode}"')
+    ]
+    return mode, value

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sheaf.adapters.bus_servicebus import ServiceBusMessageBus
+from sheaf.adapters.bus_servicebus import COOL_DOWN, SEND_TIMEOUT, ServiceBusMessageBus
 from sheaf.domain.messages import WakeUp, decode
 from sheaf.domain.models import Dispatch
 from sheaf.errors import TransientError
@@ -65,9 +67,15 @@ async def test_an_outage_is_a_transient_error_and_recovery_needs_no_restart(
 ) -> None:
     await bus.send([Dispatch("d1", "c", 1)])
     servicebus_emulator.stop()
+    started = time.monotonic()
     with pytest.raises(TransientError, match="unreachable") as info:
         await bus.send([Dispatch("d2", "c", 1)])
     assert info.value.code == "servicebus_unavailable"
+    assert time.monotonic() - started < SEND_TIMEOUT + 2  # an upload never waits long
     servicebus_emulator.start()
-    await bus.send([Dispatch("d3", "c", 1)])
+    # Right after a failure sends fail fast (no connection attempt) for a cool-down...
+    with pytest.raises(TransientError, match="moments ago"):
+        await bus.send([Dispatch("d3", "c", 1)])
+    await asyncio.sleep(COOL_DOWN)
+    await bus.send([Dispatch("d3", "c", 1)])  # ...after which the next send reconnects
     assert "d3:1" in [mid for mid, _ in await drain(bus)]

@@ -13,6 +13,9 @@ Behaviour that mirrors Service Bus and that callers may rely on:
 - Locks outlive the link and connection that took them; only expiry or settlement ends them.
 - A message whose `message_id` was sent within `duplicate_detection_window` is accepted
   and dropped.
+
+For tests to inspect: `renew_lock_calls` per queue, `completed` (per queue, each completed
+message's id and the delivery count it had) and `dropped_duplicates` (ids dropped).
 """
 
 from __future__ import annotations
@@ -77,6 +80,14 @@ class QueueConfig:
             else:
                 raise ValueError(f"unknown queue setting {key!r} in {spec!r}")
         return cls(name=name.strip(), **settings)
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """A message that was completed, and how many failed deliveries it had had."""
+
+    message_id: str
+    delivery_count: int
 
 
 @dataclass
@@ -161,6 +172,8 @@ class Broker:
         self.clock = clock
         self.queues: dict[str, Queue] = {}
         self.renew_lock_calls: Counter[str] = Counter()
+        self.completed: dict[str, list[Completed]] = {}
+        self.dropped_duplicates: dict[str, list[str]] = {}
         for config in queues:
             self.add_queue(config)
 
@@ -232,6 +245,7 @@ class Broker:
         for old in [k for k, at in seen.items() if at + window <= now]:
             del seen[old]
         if key in seen:
+            self.dropped_duplicates.setdefault(queue.config.name, []).append(str(message_id))
             return True
         seen[key] = now
         return False
@@ -270,6 +284,9 @@ class Broker:
         entity, stored = self._locked(address, token)
         self._unlock(entity, stored)
         del entity.messages[stored.sequence_number]
+        message_id = str(stored.message.prop("message_id"))
+        done = Completed(message_id, stored.delivery_count)
+        self.completed.setdefault(entity.address, []).append(done)
 
     def abandon(self, address: str, token: uuid.UUID) -> None:
         entity, stored = self._locked(address, token)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
-from .broker import Broker, Clock, QueueConfig
+from .broker import Broker, Clock, Completed, QueueConfig
 from .server import EmulatorServer
 
 T = TypeVar("T")
@@ -117,3 +117,11 @@ class ThreadedEmulator:
     def renew_lock_count(self, queue: str) -> int:
         """How many renew-lock requests reached `queue` (or its dead-letter queue)."""
         return self.call(lambda: self.broker.renew_lock_calls[queue])
+
+    def completed(self, address: str) -> list[Completed]:
+        """Messages completed on `address` so far, in order, with their delivery counts."""
+        return self.call(lambda: list(self.broker.completed.get(address, [])))
+
+    def dropped_duplicates(self, queue: str) -> list[str]:
+        """Message ids `queue` dropped as duplicates so far."""
+        return self.call(lambda: list(self.broker.dropped_duplicates.get(queue, [])))
