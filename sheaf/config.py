@@ -77,6 +77,18 @@ class Settings(BaseModel):
     servicebus_retry_seconds: float = Field(
         30.0, gt=0, description="While Service Bus is unreachable, how often to try again."
     )
+    safety_poll_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="With Service Bus on, how often a worker also polls for documents whose "
+        "wake-up is overdue (a lost or misrouted message); 0 = never.",
+    )
+    safety_poll_after_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Overdue: ready this long and still queued. Above "
+        "SHEAF_RECONCILE_AFTER_SECONDS, so the reconciler's re-send gets its chance first.",
+    )
     servicebus_prefetch: int = Field(
         0,
         ge=0,

@@ -203,6 +203,10 @@ SERVICEBUS_LOCK_RENEWALS = Counter(
     "sheaf_servicebus_lock_renewals_total",
     "Message locks renewed while their documents were processed",
 )
+SAFETY_NET_CLAIMS = Counter(
+    "sheaf_safety_net_claims_total",
+    "Documents a Service Bus worker claimed by its safety-net poll: their wake-up was overdue",
+)
 SERVICEBUS_DEAD_LETTERS = Gauge(
     "sheaf_servicebus_dead_letter_messages",
     "Messages in the dead-letter queue (they mirror the failed documents)",

@@ -64,8 +64,11 @@ class LeaseStore(Protocol):
         ...
 
     async def claim_queued_documents(
-        self, worker_id: str, lease_seconds: float, limit: int
-    ) -> list[Lease]: ...
+        self, worker_id: str, lease_seconds: float, limit: int, ready_for: float = 0.0
+    ) -> list[Lease]:
+        """Lease up to `limit` ready queued rows, oldest first; with `ready_for`, only rows
+        ready (since `not_before`, else since upload) for at least that many seconds."""
+        ...
 
     async def claim_stale_dispatches(self, older_than: float, limit: int) -> list[Dispatch]: ...
 

@@ -90,6 +90,11 @@ class _Row:
     deleted_at: datetime | None = None
     purged_at: datetime | None = None
 
+    @property
+    def ready_since(self) -> datetime:
+        """The claim's "oldest first" key: ready since `not_before`, else since upload."""
+        return self.not_before or self.created_at
+
     def is_ready(self, now: datetime) -> bool:
         return self.status == Status.QUEUED and (self.not_before is None or self.not_before <= now)
 
@@ -230,12 +235,17 @@ class InMemoryDocumentStore:
             return [self._reclaim(row, now) for row in expired[: max(limit, 0)]]
 
     async def claim_queued_documents(
-        self, worker_id: str, lease_seconds: float, limit: int
+        self, worker_id: str, lease_seconds: float, limit: int, ready_for: float = 0.0
     ) -> list[Lease]:
         async with self._lock:
             now = self._clock()
-            ready = [r for r in self._rows.values() if r.is_ready(now) and r.may_acquire(now)]
-            ready.sort(key=lambda r: (r.not_before or r.created_at, r.created_at))
+            since = now - timedelta(seconds=max(ready_for, 0.0))
+            ready = [
+                r
+                for r in self._rows.values()
+                if r.is_ready(now) and r.may_acquire(now) and r.ready_since <= since
+            ]
+            ready.sort(key=lambda r: (r.ready_since, r.created_at))
             return [self._grant(r, worker_id, lease_seconds, now) for r in ready[: max(limit, 0)]]
 
     async def claim_stale_dispatches(self, older_than: float, limit: int) -> list[Dispatch]:

@@ -56,6 +56,8 @@ class Worker:
         async with asyncio.TaskGroup() as group:
             group.create_task(run_housekeeping(self.deps, stop), name="housekeeping")
             if isinstance(self.deps.bus, ServiceBusMessageBus):
+                if self.settings.safety_poll_seconds > 0:
+                    group.create_task(self._safety_net(stop), name="safety-net")
                 await self._messages(stop, self.deps.bus)
             else:
                 await self._claim_loop(stop)
@@ -77,6 +79,42 @@ class Worker:
                     extra={"error": str(exc), "retry_seconds": retry},
                 )
                 await self._claim_loop(stop, until=time.monotonic() + retry)
+
+    async def _safety_net(self, stop: asyncio.Event) -> None:
+        """ARCHITECTURE.md §4: with Service Bus on, now and then claim what is overdue.
+
+        A wake-up can be lost (expired, purged, sent to the wrong queue) in ways the
+        reconciler's re-send does not repair; rows ready for longer than
+        `safety_poll_after_seconds` are claimed here directly. Cheap when nothing is
+        overdue: one claim statement that finds no row.
+        """
+        interval = self.settings.safety_poll_seconds
+        while not await wait_event(stop, interval * random.uniform(0.5, 1.5)):
+            free = self.free()
+            if free <= 0:
+                continue
+            try:
+                leases = await self.deps.store.claim_queued_documents(
+                    self.settings.worker_id,
+                    self.settings.lease_seconds,
+                    free,
+                    ready_for=self.settings.safety_poll_after_seconds,
+                )
+            except TransientError as exc:
+                log.warning("safety-net poll failed", extra={"error": exc.message})
+                continue
+            if leases:
+                metrics.SAFETY_NET_CLAIMS.inc(len(leases))
+                log.warning(
+                    "claimed documents whose wake-up message is overdue; check that the API "
+                    "and the workers use the same Service Bus queue",
+                    extra={
+                        "count": len(leases),
+                        "document_ids": [lease.document_id for lease in leases],
+                    },
+                )
+            for lease in leases:
+                self._start(lease)
 
     async def _claim_loop(self, stop: asyncio.Event, until: float | None = None) -> None:
         backoff = self.settings.poll_interval_seconds

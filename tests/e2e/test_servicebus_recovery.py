@@ -322,3 +322,40 @@ async def _upload_text(http: aiohttp.ClientSession, url: str, text: str) -> str:
     status, body = await upload(http, url, "c", f"{text}.txt", f"{text} body".encode())
     assert status == 202, body
     return str(body["id"])
+
+
+async def test_the_safety_net_poll_takes_documents_whose_wake_up_never_comes(
+    servicebus_emulator: ServiceBusEmulator,
+    tmp_path: Path,
+    procs: list[Proc],
+    http: aiohttp.ClientSession,
+) -> None:
+    """A misconfigured API sends its wake-ups to another queue: the messages are sent (so
+    the reconciler sees nothing wrong) but no worker ever receives them. The workers' slow
+    poll for overdue rows still completes the document, and says what looks wrong."""
+    elsewhere = servicebus_emulator.add_queue("elsewhere")
+    database = f"sqlite+aiosqlite:///{tmp_path / 'sheaf.db'}"
+    await asyncio.to_thread(upgrade, database)
+    common = {
+        "SHEAF_DATABASE_URL": database,
+        "SHEAF_BLOB_DIR": str(tmp_path / "blobs"),
+        "SHEAF_RECONCILE_AFTER_SECONDS": "3600",
+        "SHEAF_SAFETY_POLL_SECONDS": "1",
+        "SHEAF_SAFETY_POLL_AFTER_SECONDS": "2",
+    }
+    api_env = bus_env(servicebus_emulator, elsewhere, **common)
+    port = free_port()
+    api = start(procs, ["-m", "sheaf", "api", "--port", str(port)], api_env, tmp_path, "api")
+    url = f"http://127.0.0.1:{port}"
+    await wait_ready(url, api)
+    worker_env = bus_env(servicebus_emulator, servicebus_emulator.queue_name, **common)
+    worker = start(procs, ["-m", "sheaf", "worker"], worker_env, tmp_path, "worker")
+
+    started = time.monotonic()
+    document_id = await _upload_text(http, url, "misrouted")
+    doc = await wait_status(http, url, document_id, {"completed", "failed"}, timeout=60)
+    assert doc["status"] == "completed", doc
+    assert time.monotonic() - started >= 2.0  # not before it was overdue
+    assert servicebus_emulator.counts(elsewhere)["active"] == 1  # the wake-up went astray
+    assert servicebus_emulator.completed(servicebus_emulator.queue_name) == []
+    assert "wake-up message is overdue" in worker.output()

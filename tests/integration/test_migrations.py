@@ -28,6 +28,7 @@ LEASE_FUNCTIONS = {
     "release_document_lease",
     "find_expired_leases",
     "claim_queued_documents",
+    "claim_queued_documents_v2",
     "claim_stale_dispatches",
 }
 EXPECTED_COLUMNS = {
@@ -45,12 +46,26 @@ def read_schema(sync_url: str) -> tuple[dict[str, set[str]], dict[str, set[str]]
     try:
         inspector = sa.inspect(engine)
         columns = {t: {c["name"] for c in inspector.get_columns(t)} for t in metadata.tables}
-        indexes = {
-            t: {
-                str(i["name"]) for i in inspector.get_indexes(t) if "duplicates_constraint" not in i
-            }
-            for t in metadata.tables
-        }  # PostgreSQL also reports the index behind UNIQUE(lease_token): not an Index
+        if engine.dialect.name == "sqlite":  # its inspector skips expression indexes
+            named = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = :t"
+            with engine.connect() as conn:
+                indexes = {
+                    t: {
+                        str(name)
+                        for (name,) in conn.execute(sa.text(named), {"t": t})
+                        if not str(name).startswith("sqlite_autoindex_")
+                    }
+                    for t in metadata.tables
+                }
+        else:
+            indexes = {
+                t: {
+                    str(i["name"])
+                    for i in inspector.get_indexes(t)
+                    if "duplicates_constraint" not in i
+                }
+                for t in metadata.tables
+            }  # PostgreSQL also reports the index behind UNIQUE(lease_token): not an Index
         return columns, indexes
     finally:
         engine.dispose()

@@ -506,6 +506,28 @@ async def test_claim_leases_the_oldest_ready_rows_up_to_the_limit(
     ]
 
 
+async def test_a_ready_for_threshold_claims_only_rows_ready_that_long(
+    store: DocumentStore, make_document: MakeDocument
+) -> None:
+    """The safety-net poll's claim: only rows whose wake-up is overdue."""
+    old = await make_document()
+    retried = await make_document()
+    lease = await lease_of(store, retried)
+    await store.release_document_lease(
+        retried.id, lease.token, ReleaseOutcome.TRANSIENT, ErrorInfo("busy", "later"), SHORT
+    )
+    await asyncio.sleep(0.5)
+    # `old` waited 0.5 s since upload; `retried` only ~0.2 s since its not_before.
+    [claimed] = await store.claim_queued_documents("net", LONG, 10, ready_for=0.4)
+    assert claimed.document_id == old.id
+    await asyncio.sleep(0.3)
+    young = await make_document()
+    [claimed] = await store.claim_queued_documents("net", LONG, 10, ready_for=0.4)
+    assert claimed.document_id == retried.id  # ready since its not_before, not its upload
+    [claimed] = await store.claim_queued_documents("any", LONG, 10)  # no threshold: v1
+    assert claimed.document_id == young.id
+
+
 async def test_concurrent_claims_never_share_a_document(
     store: DocumentStore, make_document: MakeDocument
 ) -> None:

@@ -223,9 +223,9 @@ async def test_an_entra_engine_attaches_the_token_when_it_connects(
 # -- the migration on SQL Server ---------------------------------------------------------------
 
 
-def migration() -> ModuleType:
-    path = ROOT / "sql" / "migrations" / "versions" / "0001_initial.py"
-    spec = importlib.util.spec_from_file_location("migration_0001", path)
+def migration(name: str = "0001_initial") -> ModuleType:
+    path = ROOT / "sql" / "migrations" / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"migration_{name}", path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -233,7 +233,12 @@ def migration() -> ModuleType:
     return module
 
 
-def render_on_mssql(monkeypatch: pytest.MonkeyPatch, step: str) -> tuple[str, list[str]]:
+FIRST_PROCEDURES = migration().PROCEDURE_NAMES  # what 0001 installs
+
+
+def render_on_mssql(
+    monkeypatch: pytest.MonkeyPatch, step: str, revision: str = "0001_initial"
+) -> tuple[str, list[str]]:
     """The DDL `step` ("upgrade"/"downgrade") emits on SQL Server, and the SQL it executes."""
     ddl = io.StringIO()
     dialect = STOCK_DIALECT(deprecate_large_types=True)
@@ -249,7 +254,7 @@ def render_on_mssql(monkeypatch: pytest.MonkeyPatch, step: str) -> tuple[str, li
     bind = SimpleNamespace(dialect=dialect, exec_driver_sql=exec_driver_sql)
     with Operations.context(context):
         monkeypatch.setattr(op, "get_bind", lambda: bind)
-        getattr(migration(), step)()
+        getattr(migration(revision), step)()
     return " ".join(ddl.getvalue().split()), executed
 
 
@@ -267,15 +272,34 @@ def test_the_migration_builds_the_sql_server_schema(monkeypatch: pytest.MonkeyPa
         "(collection, sha256) WHERE status <> 'deleted'"
     ) in ddl
     assert "ix_documents_status_lease_expires ON documents (status, lease_expires_at)" in ddl
-    procedures = sorted((ROOT / "sql" / "procedures" / "mssql").glob("*.sql"))
+    procedures = ROOT / "sql" / "procedures" / "mssql"
     assert executed[0] == "SELECT SCHEMA_NAME()"
-    assert executed[1:] == [path.read_text(encoding="utf-8") for path in procedures]
+    assert executed[1:] == [
+        (procedures / f"{name}.sql").read_text(encoding="utf-8") for name in FIRST_PROCEDURES
+    ]
 
 
 def test_the_downgrade_drops_the_procedures(monkeypatch: pytest.MonkeyPatch) -> None:
     _, executed = render_on_mssql(monkeypatch, "downgrade")
-    names = sorted(p.stem for p in (ROOT / "sql" / "procedures" / "mssql").glob("*.sql"))
-    assert executed == [f"DROP PROCEDURE IF EXISTS dbo.{name}" for name in names]
+    assert executed == [f"DROP PROCEDURE IF EXISTS dbo.{name}" for name in FIRST_PROCEDURES]
+
+
+def test_revision_0004_adds_the_v2_claim_and_no_index_on_sql_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ddl, executed = render_on_mssql(monkeypatch, "upgrade", "0004_claim_ready_for")
+    v2 = ROOT / "sql" / "procedures" / "mssql" / "claim_queued_documents_v2.sql"
+    assert executed == [v2.read_text(encoding="utf-8")]
+    assert "CREATE INDEX" not in ddl  # ix_documents_ready (0001) already serves the claim
+    _, executed = render_on_mssql(monkeypatch, "downgrade", "0004_claim_ready_for")
+    assert executed == ["DROP PROCEDURE IF EXISTS dbo.claim_queued_documents_v2"]
+
+
+def test_every_procedure_file_is_installed_by_exactly_one_revision() -> None:
+    later = {"claim_queued_documents_v2"}  # 0004
+    files = {p.stem for p in (ROOT / "sql" / "procedures" / "mssql").glob("*.sql")}
+    assert files == set(FIRST_PROCEDURES) | later
+    assert not set(FIRST_PROCEDURES) & later
 
 
 # -- a real driver error ---------------------------------------------------------------------

@@ -26,7 +26,17 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCEDURES = ROOT / "sql" / "procedures" / "mssql"
-CLAIMS = ("claim_queued_documents", "claim_stale_dispatches", "find_expired_leases")
+CLAIMS = (
+    "claim_queued_documents",
+    "claim_queued_documents_v2",
+    "claim_stale_dispatches",
+    "find_expired_leases",
+)
+CLAIM_COLUMNS = {"document_id", "collection", "lease_token", "lease_expires_at", "attempt"} | {
+    "dispatch_seq",
+    "blob_key",
+    "content_type",
+}
 CLAIM_HINTS = {"UPDLOCK", "READPAST", "ROWLOCK"}
 OTHER_CLOCKS = {"GETDATE", "GETUTCDATE", "SYSDATETIME", "SYSDATETIMEOFFSET", "CURRENT_TIMESTAMP"}
 CALLS = {  # what the adapter EXECs, and the result columns it reads
@@ -44,11 +54,13 @@ CALLS = {  # what the adapter EXECs, and the result columns it reads
         mssql._FIND_EXPIRED,
         {"document_id", "collection", "dispatch_seq", "status", "not_before"},
     ),
+    # v1 is no longer called (0004's v2 replaced it) but stays installed for the workers
+    # of the previous release during a rolling upgrade: it must still match its call.
     "claim_queued_documents": (
-        mssql._CLAIM_QUEUED,
-        {"document_id", "collection", "lease_token", "lease_expires_at", "attempt"}
-        | {"dispatch_seq", "blob_key", "content_type"},
+        mssql._procedure("claim_queued_documents", "worker_id", "lease_seconds", "limit"),
+        CLAIM_COLUMNS,
     ),
+    "claim_queued_documents_v2": (mssql._CLAIM_QUEUED, CLAIM_COLUMNS),
     "claim_stale_dispatches": (
         mssql._CLAIM_STALE,
         {"document_id", "collection", "dispatch_seq", "status", "not_before"},

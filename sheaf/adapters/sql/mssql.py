@@ -339,7 +339,11 @@ _RELEASE = _timed(
     )
 )
 _FIND_EXPIRED = _timed(_procedure("find_expired_leases", "limit"))
-_CLAIM_QUEUED = _timed(_procedure("claim_queued_documents", "worker_id", "lease_seconds", "limit"))
+_CLAIM_QUEUED = _timed(
+    _procedure(
+        "claim_queued_documents_v2", "worker_id", "lease_seconds", "limit", "ready_for_seconds"
+    )
+)
 _CLAIM_STALE = _timed(_procedure("claim_stale_dispatches", "older_than", "limit"))
 _CLOCK = text("SELECT CAST(SYSUTCDATETIME() AS DATETIME2(6)) AS now").columns(now=UTCDateTime)
 
@@ -486,12 +490,16 @@ class MssqlDocumentStore(SqlDocumentStore):
         return [_dispatch(row) for row in await self._call(_FIND_EXPIRED, limit=limit)]
 
     async def claim_queued_documents(
-        self, worker_id: str, lease_seconds: float, limit: int
+        self, worker_id: str, lease_seconds: float, limit: int, ready_for: float = 0.0
     ) -> list[Lease]:
         if limit <= 0:
             return []
         rows = await self._call(
-            _CLAIM_QUEUED, worker_id=worker_id, lease_seconds=float(lease_seconds), limit=limit
+            _CLAIM_QUEUED,
+            worker_id=worker_id,
+            lease_seconds=float(lease_seconds),
+            limit=limit,
+            ready_for_seconds=float(ready_for),
         )
         return [_lease(row, document_id=row.document_id, worker_id=worker_id) for row in rows]
 

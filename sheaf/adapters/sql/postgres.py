@@ -55,7 +55,9 @@ _RELEASE = _call(
     "retry_delay",
 )
 _FIND_EXPIRED = _call("find_expired_leases", "limit")
-_CLAIM_QUEUED = _call("claim_queued_documents", "worker_id", "lease_seconds", "limit")
+_CLAIM_QUEUED = _call(
+    "claim_queued_documents_v2", "worker_id", "lease_seconds", "limit", "ready_for_seconds"
+)
 _CLAIM_STALE = _call("claim_stale_dispatches", "older_than", "limit")
 _CLOCK = text("SELECT clock_timestamp() AS now").columns(now=UTCDateTime)
 
@@ -133,10 +135,14 @@ class PostgresDocumentStore(SqlDocumentStore):
 
     @shielded
     async def claim_queued_documents(
-        self, worker_id: str, lease_seconds: float, limit: int
+        self, worker_id: str, lease_seconds: float, limit: int, ready_for: float = 0.0
     ) -> list[Lease]:
         rows = await self._rows(
-            _CLAIM_QUEUED, worker_id=worker_id, lease_seconds=float(lease_seconds), limit=limit
+            _CLAIM_QUEUED,
+            worker_id=worker_id,
+            lease_seconds=float(lease_seconds),
+            limit=limit,
+            ready_for_seconds=float(ready_for),
         )
         return [
             Lease(

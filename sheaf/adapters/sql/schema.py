@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
     text,
 )
 from sqlalchemy.types import TypeDecorator
@@ -106,6 +107,18 @@ documents = Table(
     # Listing a collection newest first.
     Index("ix_documents_collection_created", "collection", "created_at", "id"),
     Index("ix_documents_blob_key", "blob_key"),
+)
+
+# The claim's order among queued rows only (migration 0004; PostgreSQL and SQLite — SQL
+# Server has its persisted ready_at column and ix_documents_ready instead): the claim's
+# LIMIT reads the first rows of this index instead of sorting every queued row.
+QUEUED = text("status = 'queued'")
+Index(
+    "ix_documents_queued_ready",
+    func.coalesce(documents.c.not_before, documents.c.created_at),
+    documents.c.created_at,
+    sqlite_where=QUEUED,
+    postgresql_where=QUEUED,
 )
 
 attempts = Table(

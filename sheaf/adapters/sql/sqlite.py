@@ -167,16 +167,21 @@ class SqliteDocumentStore(SqlDocumentStore):
 
     @shielded
     async def claim_queued_documents(
-        self, worker_id: str, lease_seconds: float, limit: int
+        self, worker_id: str, lease_seconds: float, limit: int, ready_for: float = 0.0
     ) -> list[Lease]:
         if limit <= 0:
             return []
         d = documents.c
         async with self._write() as conn:
             now = await self._now(conn)
+            since = now - timedelta(seconds=max(ready_for, 0.0))
             query = (
                 select(documents)
-                .where(_ready(now), d.attempts < d.max_attempts)
+                .where(
+                    _ready(now),
+                    d.attempts < d.max_attempts,
+                    func.coalesce(d.not_before, d.created_at) <= since,
+                )
                 .order_by(func.coalesce(d.not_before, d.created_at), d.created_at)
                 .limit(limit)
             )

@@ -191,7 +191,7 @@ class SqlDocumentStore(ABC):
 
     @abstractmethod
     async def claim_queued_documents(
-        self, worker_id: str, lease_seconds: float, limit: int
+        self, worker_id: str, lease_seconds: float, limit: int, ready_for: float = 0.0
     ) -> list[Lease]: ...
 
     @abstractmethod

@@ -70,9 +70,22 @@ def downgrade() -> None:
     op.drop_table("documents")
 
 
+# The procedures this revision installs; later revisions install their own (versioned) ones.
+PROCEDURE_NAMES = (
+    "acquire_document_lease",
+    "claim_queued_documents",
+    "claim_stale_dispatches",
+    "find_expired_leases",
+    "release_document_lease",
+    "renew_document_lease",
+)
+
+
 def _procedure_files(dialect: str) -> list[Path]:
     directory = {"postgresql": "postgres", MSSQL: MSSQL}.get(dialect)
-    return [] if directory is None else sorted((PROCEDURES / directory).glob("*.sql"))
+    if directory is None:
+        return []
+    return [PROCEDURES / directory / f"{name}.sql" for name in PROCEDURE_NAMES]
 
 
 def _require_dbo_schema() -> None:
