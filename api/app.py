@@ -13,28 +13,40 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from api import handlers, views
+from api import console, handlers, routes, security, views
 from api.keys import DEPS
 from sheaf import metrics, observability
+from sheaf.adapters.sql import SqlDocumentStore
+from sheaf.adapters.sql.keys import SqlKeyStore
 from sheaf.bootstrap import open_deps
 from sheaf.config import Settings
 from sheaf.errors import ClientError, NotFound, SheafError, StoreUnavailable, TransientError
 from sheaf.observability import LoopMonitor
+from sheaf.ports import KeyStore
 from sheaf.services.deps import Deps
 from sheaf.services.housekeeping import run_housekeeping
+from sheaf.testing import InMemoryKeyStore
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+KEPT_HEADERS = ("allow", "retry-after", "www-authenticate")  # of aiohttp's own 4xx answers
 
 
 def create_app(
-    settings: Settings, *, deps: Deps | None = None, housekeeping: bool = True
+    settings: Settings,
+    *,
+    deps: Deps | None = None,
+    housekeeping: bool = True,
+    keys: KeyStore | None = None,
 ) -> web.Application:
     """`housekeeping=False` (tests on fakes) runs no background jobs: neither recovery nor
-    the database gauges."""
-    app = web.Application(middlewares=[_observe, _errors])
+    the database gauges. `keys` replaces the key store (by default the database's, or an
+    empty in-memory one when `deps` are fakes)."""
+    handlers.strict_multipart()
+    app = web.Application(middlewares=[_observe, _errors, security.middleware])
     app.cleanup_ctx.append(_resources(settings, deps))
+    app.cleanup_ctx.append(security.context(settings, _key_store(keys)))
     app.cleanup_ctx.append(_observability)
     if housekeeping:
         app.cleanup_ctx.append(_housekeeping)
@@ -43,22 +55,20 @@ def create_app(
 
 
 def _routes(app: web.Application) -> None:
-    h = handlers
-    app.router.add_post("/v1/collections/{collection}/documents", h.upload)
-    app.router.add_get("/v1/collections/{collection}/documents", h.list_documents)
-    app.router.add_get("/v1/collections/{collection}/search", h.search)
-    app.router.add_get("/v1/documents/{document_id}", h.get_document)
-    app.router.add_delete("/v1/documents/{document_id}", h.delete_document)
-    app.router.add_post("/v1/documents/{document_id}/retry", h.retry_document)
-    app.router.add_get("/v1/stats", h.stats)
-    app.router.add_get("/v1/admin/failed", h.failed_documents)
-    app.router.add_get("/v1/admin/dlq", h.dlq_list)
-    app.router.add_post("/v1/admin/dlq/resubmit", h.dlq_resubmit)
-    app.router.add_post("/v1/admin/dlq/purge", h.dlq_purge)
-    app.router.add_get("/v1/admin/dlq/{sequence_number}", h.dlq_show)
-    app.router.add_get("/healthz", h.healthz)
-    app.router.add_get("/readyz", h.readyz)
-    app.router.add_get("/metrics", h.prometheus)
+    routes.add_routes(app)  # the table of routes and the access each needs
+    console.setup(app)  # the web console: /, /console/… and its own /v1 routes
+
+
+def _key_store(given: KeyStore | None) -> Callable[[web.Application], KeyStore]:
+    def choose(app: web.Application) -> KeyStore:
+        if given is not None:
+            return given
+        store = app[DEPS].store
+        if isinstance(store, SqlDocumentStore):
+            return SqlKeyStore(store.engine)  # same database, same pool, same identity
+        return InMemoryKeyStore()
+
+    return choose
 
 
 def _resources(
@@ -109,9 +119,13 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         code = exc.reason.lower().replace(" ", "_")
-        return web.json_response(views.error(code, exc.text or exc.reason), status=exc.status)
+        body = views.error(code, exc.text or exc.reason)
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in KEPT_HEADERS}
+        return web.json_response(body, status=exc.status, headers=headers)
     except ClientError as exc:
-        return web.json_response(views.error(exc.code, exc.message), status=exc.http_status)
+        extra = getattr(exc, "headers", None)  # 401: WWW-Authenticate; 429: Retry-After
+        body = views.error(exc.code, exc.message)
+        return web.json_response(body, status=exc.http_status, headers=extra)
     except NotFound as exc:
         return web.json_response(views.error(exc.code, exc.message), status=404)
     except (StoreUnavailable, TransientError) as exc:

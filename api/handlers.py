@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import BadContentDispositionHeader, BadContentDispositionParam
 
+from api import openapi as openapi_document
 from api import views
 from api.keys import DEPS
 from sheaf import metrics, observability
@@ -52,16 +55,32 @@ async def _accept(request: web.Request) -> ingest.UploadResult:
             "(curl -F file=@report.pdf …)",
             code="not_multipart",
         )
-    reader = await request.multipart()
-    part = await _file_part(reader)
+    try:
+        reader = await request.multipart()
+    except MALFORMED as exc:  # e.g. multipart/form-data without a boundary
+        raise _malformed(exc) from exc
+    part, filename = await _file_part(reader)
     return await ingest.accept_upload(
-        deps, request.match_info["collection"], part.filename, _body(part, reader)
+        deps, request.match_info["collection"], filename, _body(part, reader)
     )
 
 
 # What aiohttp raises for a body that is not well-formed multipart (a cut-off stream, a part
 # header with a raw NUL or line break, …): always the client's fault, so 400.
-MALFORMED = (ValueError, AssertionError, ConnectionError, HttpProcessingError)
+BAD_DISPOSITION = (BadContentDispositionHeader, BadContentDispositionParam)
+MALFORMED = (ValueError, AssertionError, ConnectionError, HttpProcessingError, *BAD_DISPOSITION)
+
+
+def strict_multipart() -> None:
+    """Make aiohttp raise, not just warn, on a Content-Disposition it cannot parse.
+
+    By default it warns and carries on as if the part had no name, so a header broken by
+    a raw line break would end as "missing_file" (or, where warnings are errors, as 500).
+    As errors, `MALFORMED` catches them: 400 malformed_upload. Only these two categories,
+    raised only by aiohttp's multipart parser, change; installing twice is harmless.
+    """
+    for category in BAD_DISPOSITION:
+        warnings.filterwarnings("error", category=category)
 
 
 def _malformed(exc: Exception) -> ClientError:
@@ -71,10 +90,15 @@ def _malformed(exc: Exception) -> ClientError:
     )
 
 
-async def _file_part(reader: MultipartReader) -> BodyPartReader:
+async def _file_part(reader: MultipartReader) -> tuple[BodyPartReader, str | None]:
+    """The part named `file` and its filename as sent (display metadata only)."""
     while True:
         try:
             part = await reader.next()
+            if isinstance(part, BodyPartReader) and part.name == "file":
+                return part, part.filename
+            if part is not None:
+                await part.release()  # other form fields are ignored
         except MALFORMED as exc:
             raise _malformed(exc) from exc
         if part is None:
@@ -82,9 +106,6 @@ async def _file_part(reader: MultipartReader) -> BodyPartReader:
                 "no file in the upload: send it in a multipart field named 'file'",
                 code="missing_file",
             )
-        if isinstance(part, BodyPartReader) and part.name == "file":
-            return part
-        await part.release()  # other form fields are ignored
 
 
 async def _body(part: BodyPartReader, reader: MultipartReader) -> AsyncIterator[bytes]:
@@ -146,7 +167,7 @@ async def dlq_list(request: web.Request) -> web.Response:
 
 async def dlq_show(request: web.Request) -> web.Response:
     raw = request.match_info["sequence_number"]
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # "²".isdigit(), but int("²") fails
         raise ClientError(f"a sequence number is a whole number, not {raw!r}", code="bad_parameter")
     return _json(views.dlq_entry(await dlq.show(request.app[DEPS], int(raw))))
 
@@ -237,6 +258,10 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     result = await observability.readiness(request.app[DEPS])
     return _json(result.body(), status=200 if result.ready else 503)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return _json(openapi_document.document())
 
 
 async def prometheus(request: web.Request) -> web.Response:

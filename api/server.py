@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 
 from aiohttp import web
@@ -15,6 +16,7 @@ log = logging.getLogger(__name__)
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    check_exposure(settings)
     runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
     await runner.setup()
     try:
@@ -30,3 +32,36 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve every collection to a network without authentication.
+
+    On a loopback address only this machine's users can call the API, which is what the
+    embedded default (`sheaf up`) is for: allowed, with a warning.
+    """
+    if settings.auth_mode != "none":
+        return
+    if is_loopback(settings.host):
+        log.warning(
+            "authentication is off (SHEAF_AUTH_MODE=none): anyone on this machine may read "
+            "and change every collection; set SHEAF_AUTH_MODE=keys before sharing it",
+            extra={"host": settings.host},
+        )
+        return
+    raise ConfigError(
+        f"refusing to listen on {settings.host} without authentication: anyone who can "
+        "reach it could read and change every collection. Set SHEAF_AUTH_MODE=keys and "
+        "create a key with `sheaf keys create --name ops --scope admin --collection '*'` "
+        "(or configure Entra ID: SHEAF_AUTH_MODE=entra, SHEAF_ENTRA_TENANT_ID, "
+        "SHEAF_ENTRA_AUDIENCE), or listen on 127.0.0.1 only (see docs/security.md)"
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # another name: it may resolve to any address

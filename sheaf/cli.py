@@ -8,19 +8,23 @@ Settings come from `SHEAF_*` variables; options override them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from sheaf import logs
+from sheaf.auth.keys import new_key
+from sheaf.auth.scopes import Scope
 from sheaf.client import ApiError, Client, expand_paths
 from sheaf.config import Settings
-from sheaf.errors import ConfigError, SheafError
+from sheaf.errors import ConfigError, SheafError, StoreUnavailable
+from sheaf.ports import KeyStore
 
 T = TypeVar("T")
 
@@ -47,8 +51,16 @@ def _echo_json(body: Any) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sheaf")
-def main() -> None:
+@click.option(
+    "--api-key",
+    default=None,
+    metavar="KEY",
+    help="API key the user commands send [SHEAF_API_KEY]; safer in the variable.",
+)
+@click.pass_context
+def main(ctx: click.Context, api_key: str | None) -> None:
     """Sheaf: document ingestion that never loses a document and never processes one twice."""
+    ctx.obj = {"api_key": api_key}
 
 
 # -- running Sheaf -------------------------------------------------------------------------
@@ -65,6 +77,7 @@ def up(host: str | None, port: int | None, workers: int | None) -> None:
 
     settings = _settings(host=host, port=port, workers=workers)
     logs.configure(settings)
+    _check_exposure(settings)
     migrate(settings)
     click.echo(
         f"Sheaf is up: API http://{settings.host}:{settings.port} with {settings.workers} "
@@ -89,7 +102,18 @@ def api(host: str | None, port: int | None) -> None:
 
     settings = _settings(host=host, port=port)
     logs.configure(settings)
+    _check_exposure(settings)
     _run(_serve_until_signal(settings))
+
+
+def _check_exposure(settings: Settings) -> None:
+    """Before anything starts: no unauthenticated API beyond this machine."""
+    from api.server import check_exposure
+
+    try:
+        check_exposure(settings)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
 
 
 async def _serve_until_signal(settings: Settings) -> None:
@@ -164,16 +188,16 @@ def config_table() -> str:
 def upload(paths: tuple[Path, ...], collection: str) -> None:
     """Upload files, or every file under folders, with a progress bar."""
     files = list(expand_paths(list(paths)))
-    counts = _run(_upload_all(_settings().api_url, collection, files))
+    counts = _run(_upload_all(collection, files))
     summary = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
     click.echo(f"{len(files)} file(s): {summary or 'nothing to do'}")
     if counts["rejected"]:
         sys.exit(1)
 
 
-async def _upload_all(base: str, collection: str, files: list[Path]) -> dict[str, int]:
+async def _upload_all(collection: str, files: list[Path]) -> dict[str, int]:
     counts = {"queued": 0, "already there": 0, "rejected": 0}
-    async with Client(base) as client:
+    async with _client() as client:
         with click.progressbar(files, label="Uploading", file=sys.stderr) as bar:
             for path in bar:
                 try:
@@ -327,10 +351,99 @@ def _echo_batch(body: dict[str, Any]) -> None:
 
 
 async def _get(path: str, **params: Any) -> dict[str, Any]:
-    async with Client(_settings().api_url) as client:
+    async with _client() as client:
         return await client.get(path, **params)
 
 
 async def _post(path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    async with Client(_settings().api_url) as client:
+    async with _client() as client:
         return await client.post(path, body)
+
+
+def _client() -> Client:
+    """A client of SHEAF_API_URL sending the key of --api-key or SHEAF_API_KEY, if any."""
+    obj = click.get_current_context().find_root().obj or {}
+    settings = _settings(api_key=obj.get("api_key"))
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    return Client(settings.api_url, api_key=key)
+
+
+# -- API keys (talk to the database directly: the first key cannot come from the API) -------
+
+
+@main.group()
+def keys() -> None:
+    """API keys: create (shown once), list, revoke. See docs/security.md."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="What the key is for, e.g. 'ingest bot'.")
+@click.option(
+    "--scope",
+    type=click.Choice([s.value for s in Scope]),
+    required=True,
+    help="read (list, get, search) < write (+ upload, delete, retry) < admin (+ stats, DLQ).",
+)
+@click.option(
+    "--collection",
+    "collections",
+    multiple=True,
+    required=True,
+    help="A collection the key may use (repeat for more); '*' for all of them.",
+)
+def keys_create(name: str, scope: str, collections: tuple[str, ...]) -> None:
+    """Create a key and print it once on stdout; only its hash is stored."""
+    try:
+        token, record = new_key(name, Scope(scope), collections)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--collection") from None
+    created = _run(_with_key_store(lambda store: store.create_key(record)))
+    click.echo(
+        f"created key {created.id} ({created.scope.value} on {', '.join(created.collections)})"
+        "; store it now, it is not shown again:",
+        err=True,
+    )
+    click.echo(token)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """Every key with its scope, collections and state (never the key itself)."""
+    found = _run(_with_key_store(lambda store: store.list_keys()))
+    if not found:
+        click.echo("no API keys; create one with `sheaf keys create`")
+    for key in found:
+        state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+        click.echo(
+            f"{key.id}  {key.scope.value:<5}  {','.join(key.collections):<24}  "
+            f"created {key.created_at:%Y-%m-%d %H:%M}  {state}  {key.name}"
+        )
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key for good: requests with it get 401 from then on."""
+    key = _run(_with_key_store(lambda store: store.revoke_key(key_id)))
+    if key is None:
+        raise click.ClickException(f"no API key {key_id!r}; `sheaf keys list` shows them")
+    click.echo(f"revoked key {key.id} ({key.name}) at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
+
+
+async def _with_key_store(use: Callable[[KeyStore], Awaitable[T]]) -> T:
+    from sheaf.adapters.sql.keys import open_key_store
+
+    settings = _settings()
+    async with contextlib.AsyncExitStack() as stack:
+        credential = None
+        if settings.database_auth == "entra":
+            from azure.identity.aio import DefaultAzureCredential
+
+            credential = DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
+            stack.push_async_callback(credential.close)
+        store = open_key_store(settings.database_url.get_secret_value(), credential=credential)
+        stack.push_async_callback(store.close)
+        try:
+            return await use(store)
+        except StoreUnavailable as exc:
+            raise ConfigError(f"{exc.message} (a new database? run `sheaf db upgrade`)") from exc

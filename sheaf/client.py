@@ -26,9 +26,14 @@ class ApiError(SheafError):
 
 
 class Client:
-    def __init__(self, base_url: str, timeout: float = 300.0) -> None:
+    def __init__(
+        self, base_url: str, timeout: float = 300.0, *, api_key: str | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=timeout), headers=headers
+        )
 
     async def __aenter__(self) -> Self:
         return self

@@ -144,6 +144,37 @@ class Settings(BaseModel):
     api_url: str = Field(
         "http://127.0.0.1:8000", description="API the CLI's user commands talk to."
     )
+    api_key: SecretStr | None = Field(
+        None, description="API key the CLI's user commands send (or pass --api-key)."
+    )
+
+    # -- authentication (docs/security.md) ------------------------------------------------
+    auth_mode: Literal["none", "keys", "entra", "keys+entra"] = Field(
+        "none",
+        description="Credentials the API accepts: `keys` (`sheaf keys create`), `entra` "
+        "(Entra ID tokens), both, or `none` (only on a loopback address).",
+    )
+    entra_tenant_id: str | None = Field(None, description="Entra ID tenant (directory) id.")
+    entra_audience: str | None = Field(
+        None, description="Accepted token audiences, comma-separated (api://… and/or client id)."
+    )
+    entra_issuer: str | None = Field(
+        None, description="Accepted issuers, comma-separated; default: the tenant's v2 and v1."
+    )
+    entra_jwks_url: str | None = Field(
+        None, description="Signing keys; default: the tenant's discovery/v2.0/keys endpoint."
+    )
+    entra_role_scopes: str = Field(
+        "Sheaf.Read=read;Sheaf.Write=write;Sheaf.Admin=admin",
+        description="App roles or group ids to scopes: `NAME=SCOPE[:COLLECTION,…];…` "
+        "(no collections = all of them).",
+    )
+    upload_rate_per_second: float = Field(
+        5.0, ge=0, description="Uploads per second per API key or token; 0 = no limit."
+    )
+    upload_burst: int = Field(
+        50, ge=1, description="Uploads one caller may send at once before the rate applies."
+    )
 
     # -- documents and leases -----------------------------------------------------------
     max_attempts: int = Field(3, ge=1, le=100, description="Attempts before a document fails.")
@@ -283,6 +314,21 @@ class Settings(BaseModel):
             problems.append(
                 "SHEAF_EMBEDDER=openai needs SHEAF_OPENAI_BASE_URL and SHEAF_OPENAI_MODEL"
             )
+        return problems + self._auth_problems()
+
+    def _auth_problems(self) -> list[str]:
+        from sheaf.auth.scopes import parse_role_scopes  # sheaf.auth imports this module
+
+        problems = []
+        if "entra" in self.auth_mode and not (self.entra_tenant_id and self.entra_audience):
+            problems.append(
+                f"SHEAF_AUTH_MODE={self.auth_mode} needs SHEAF_ENTRA_TENANT_ID and "
+                "SHEAF_ENTRA_AUDIENCE"
+            )
+        try:
+            parse_role_scopes(self.entra_role_scopes)
+        except ValueError as exc:
+            problems.append(f"SHEAF_ENTRA_ROLE_SCOPES: {exc}")
         return problems
 
     @property

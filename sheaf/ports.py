@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sheaf.domain.models import (
     AcquireResult,
@@ -31,6 +31,9 @@ from sheaf.domain.models import (
     Stats,
     Status,
 )
+
+if TYPE_CHECKING:  # sheaf.auth imports the services, which import these ports
+    from sheaf.auth.keys import ApiKey, NewApiKey, StoredKey
 
 
 class LeaseStore(Protocol):
@@ -206,3 +209,21 @@ class Embedder(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class KeyStore(Protocol):
+    """API keys (`sheaf.auth.keys`): only their SHA-256 is ever stored."""
+
+    async def create_key(self, key: NewApiKey) -> ApiKey: ...
+
+    async def find_key(self, key_id: str) -> StoredKey | None:
+        """The key and its hash, revoked or not; None when no key has this id."""
+        ...
+
+    async def list_keys(self) -> list[ApiKey]:
+        """Every key, revoked ones too, oldest first."""
+        ...
+
+    async def revoke_key(self, key_id: str) -> ApiKey | None:
+        """Revoke for good (idempotent: the first revocation time stays); None if unknown."""
+        ...

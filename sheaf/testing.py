@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
+from dataclasses import replace as dataclasses_replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from uuid import uuid4
 import numpy as np
 import numpy.typing as npt
 
+from sheaf.auth.keys import ApiKey, NewApiKey, StoredKey
 from sheaf.domain.blobkeys import validate_blob_key
 from sheaf.domain.chunking import content_hash
 from sheaf.domain.models import (
@@ -47,7 +49,7 @@ from sheaf.domain.models import (
 from sheaf.errors import BlobNotFound, LeaseLost, StoreUnavailable, TransientError
 from sheaf.ports import BlobInfo
 
-__all__ = ["InMemoryBlobStore", "InMemoryDocumentStore", "RecordingMessageBus"]
+__all__ = ["InMemoryBlobStore", "InMemoryDocumentStore", "InMemoryKeyStore", "RecordingMessageBus"]
 
 
 def _utc_now() -> datetime:
@@ -655,3 +657,33 @@ class RecordingMessageBus:
 
     async def close(self) -> None:
         self.closed = True
+
+
+class InMemoryKeyStore:
+    """`KeyStore` in a dict; the same contract suite as `SqlKeyStore` holds it honest."""
+
+    def __init__(self, clock: Callable[[], datetime] = _utc_now) -> None:
+        self._clock = clock
+        self._keys: dict[str, StoredKey] = {}
+
+    async def create_key(self, key: NewApiKey) -> ApiKey:
+        if key.id in self._keys:
+            raise ValueError(f"duplicate key id {key.id}")
+        created = ApiKey(key.id, key.name, key.scope, key.collections, self._clock())
+        self._keys[key.id] = StoredKey(created, key.secret_sha256)
+        return created
+
+    async def find_key(self, key_id: str) -> StoredKey | None:
+        return self._keys.get(key_id)
+
+    async def list_keys(self) -> list[ApiKey]:
+        return sorted((s.key for s in self._keys.values()), key=lambda k: (k.created_at, k.id))
+
+    async def revoke_key(self, key_id: str) -> ApiKey | None:
+        stored = self._keys.get(key_id)
+        if stored is None:
+            return None
+        if not stored.key.revoked:
+            revoked = dataclasses_replace(stored.key, revoked_at=self._clock())
+            stored = self._keys[key_id] = StoredKey(revoked, stored.secret_sha256)
+        return stored.key

@@ -160,3 +160,16 @@ chunks = Table(
     # Embedding cache: a chunk text already embedded in this collection by this model.
     Index("ix_chunks_collection_model_content", "collection", "model", "content_sha256"),
 )
+
+# API keys (migration 0003): only the SHA-256 of a key is stored (see sheaf.auth.keys).
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("scope", String(16), nullable=False),
+    Column("collections", Text, nullable=False),  # comma-separated names, or "*"
+    Column("secret_sha256", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
