@@ -17,7 +17,7 @@ from sheaf.adapters.blob_local import LocalBlobStore
 from sheaf.adapters.bus_none import NoMessageBus
 from sheaf.adapters.embed_lexical import LexicalEmbedder
 from sheaf.adapters.sql import open_store
-from sheaf.adapters.sql.migrate import upgrade
+from sheaf.adapters.sql.migrate import check_schema, upgrade
 from sheaf.config import Settings
 from sheaf.extract import LocalExtractor
 from sheaf.extract.isolated import IsolatedExtractor
@@ -43,6 +43,7 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
             credential=credential if settings.database_auth == "entra" else None,
         )
         stack.push_async_callback(store.close)
+        await check_schema(store.engine)
         blobs = _blob_store(settings, credential)
         stack.push_async_callback(blobs.close)
         bus = _message_bus(settings, credential)

@@ -6,13 +6,18 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 
 from sheaf.adapters.blob_azure import AzureBlobStore
 from sheaf.adapters.blob_local import LocalBlobStore
 from sheaf.adapters.embed_lexical import LexicalEmbedder
 from sheaf.adapters.embed_openai import OpenAIEmbedder
+from sheaf.adapters.sql.migrate import sql_dir
 from sheaf.bootstrap import migrate, open_deps
 from sheaf.config import Settings
+from sheaf.errors import ConfigError
 
 pytestmark = pytest.mark.integration
 
@@ -47,3 +52,34 @@ async def test_azure_blob_and_an_openai_compatible_embedder(tmp_path: Path) -> N
         assert isinstance(deps.blobs, AzureBlobStore)
         assert isinstance(deps.embedder, OpenAIEmbedder)
         assert deps.embedder.model == "openai:bge-small:384"
+
+
+async def test_a_database_behind_the_code_is_refused_with_the_fix(tmp_path: Path) -> None:
+    chosen = settings(tmp_path, SHEAF_BLOB_DIR=str(tmp_path / "blobs"))
+    with pytest.raises(ConfigError, match=r"no Sheaf schema yet: run `sheaf db upgrade`"):
+        async with open_deps(chosen):
+            pass
+    url = chosen.database_url.get_secret_value()
+    await asyncio.to_thread(_upgrade_to, url, "0001")
+    with pytest.raises(ConfigError, match=r"at revision 0001 but this Sheaf needs \w+: run"):
+        async with open_deps(chosen):
+            pass
+
+
+async def test_a_database_ahead_of_the_code_is_accepted(tmp_path: Path) -> None:
+    """A rolling upgrade migrates first; the previous release keeps running meanwhile."""
+    chosen = settings(tmp_path, SHEAF_BLOB_DIR=str(tmp_path / "blobs"))
+    await asyncio.to_thread(migrate, chosen)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'sheaf.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+    engine.dispose()
+    async with open_deps(chosen) as deps:
+        await deps.store.ping()
+
+
+def _upgrade_to(url: str, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(sql_dir() / "migrations"))
+    config.attributes["database_url"] = url
+    command.upgrade(config, revision)
