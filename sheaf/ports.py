@@ -116,6 +116,10 @@ class DocumentRepository(Protocol):
 
     async def stats(self) -> Stats: ...
 
+    async def collection_counts(self) -> dict[str, dict[str, int]]:
+        """Live (not deleted) documents per collection and status: {collection: {status: n}}."""
+        ...
+
     async def pending_cleanups(self, limit: int) -> list[Cleanup]: ...
 
     async def purge_document(self, document_id: str) -> None:

@@ -343,6 +343,15 @@ class InMemoryDocumentStore:
                 row.updated_at = now
             return self._document(row)
 
+    async def collection_counts(self) -> dict[str, dict[str, int]]:
+        async with self._lock:
+            found: dict[str, dict[str, int]] = {}
+            for row in self._rows.values():
+                if row.status != Status.DELETED:
+                    counts = found.setdefault(row.collection, {})
+                    counts[row.status.value] = counts.get(row.status.value, 0) + 1
+            return found
+
     async def stats(self) -> Stats:
         async with self._lock:
             now = self._clock()

@@ -747,6 +747,20 @@ async def test_list_documents_pages_newest_first(
     assert [d.id for d in all_collections] == [elsewhere.id, *live]
 
 
+async def test_collection_counts_group_live_documents_by_collection_and_status(
+    store: DocumentStore, make_document: MakeDocument
+) -> None:
+    assert await store.collection_counts() == {}
+    a1 = await make_document(collection="a")
+    await make_document(collection="a")
+    b = await make_document(collection="B")
+    await completed(store, a1)
+    want = {"a": {"completed": 1, "queued": 1}, "B": {"queued": 1}}  # names are case-sensitive
+    assert await store.collection_counts() == want
+    await store.delete_document(b.id)
+    assert await store.collection_counts() == {"a": {"completed": 1, "queued": 1}}
+
+
 async def test_stats_counts_leases_and_the_oldest_ready_row(
     store: DocumentStore, make_document: MakeDocument
 ) -> None:

@@ -291,6 +291,20 @@ class SqlDocumentStore(ABC):
             return await fetch_document(conn, document_id, history=True)
 
     @shielded
+    async def collection_counts(self) -> dict[str, dict[str, int]]:
+        d = documents.c
+        query = (
+            select(d.collection, d.status, func.count())
+            .where(d.status != Status.DELETED)
+            .group_by(d.collection, d.status)
+        )
+        found: dict[str, dict[str, int]] = {}
+        async with self._read() as conn:
+            for collection, status, count in await conn.execute(query):
+                found.setdefault(collection, {})[status] = count
+        return found
+
+    @shielded
     async def stats(self) -> Stats:
         d = documents.c
         counts = {status.value: 0 for status in Status}
