@@ -203,6 +203,10 @@ SERVICEBUS_LOCK_RENEWALS = Counter(
     "sheaf_servicebus_lock_renewals_total",
     "Message locks renewed while their documents were processed",
 )
+BREAKER_OPEN = Gauge(
+    "sheaf_worker_breaker_open",
+    "1 while this worker takes no new documents because the blob store or database is down",
+)
 SAFETY_NET_CLAIMS = Counter(
     "sheaf_safety_net_claims_total",
     "Documents a Service Bus worker claimed by its safety-net poll: their wake-up was overdue",

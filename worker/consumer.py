@@ -55,6 +55,10 @@ class Slots(Protocol):
 
     async def wait_for_slot(self, stop: asyncio.Event) -> None: ...
 
+    def after_attempt(self, outcome: str) -> None: ...
+
+    async def wait_for_dependencies(self, stop: asyncio.Event) -> None: ...
+
     async def drain(self) -> None: ...
 
 
@@ -76,6 +80,7 @@ class Consumer:
             observability.export_queue_mode("servicebus")  # the receive link is open
             while not stop.is_set():
                 await wait_event(self.healthy, None)
+                await self.slots.wait_for_dependencies(stop)
                 free = self.slots.free()
                 if free <= 0:
                     await self.slots.wait_for_slot(stop)
@@ -114,10 +119,11 @@ class Consumer:
             await self._not_acquired(settle, wake, result)
             return
         try:
-            await process_document(self.deps, result.lease)
+            outcome = await process_document(self.deps, result.lease)
         except asyncio.CancelledError:
             await asyncio.shield(settle.abandon())  # released as interrupted already
             raise
+        self.slots.after_attempt(outcome)
         await self._after(settle, wake)
 
     async def _acquire(self, wake: WakeUp) -> AcquireResult:

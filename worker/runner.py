@@ -28,7 +28,7 @@ from sheaf.aio import wait_any, wait_event
 from sheaf.bootstrap import open_deps
 from sheaf.config import Settings
 from sheaf.domain.models import Lease
-from sheaf.errors import TransientError
+from sheaf.errors import SheafError, TransientError
 from sheaf.observability import LoopMonitor
 from sheaf.services.deps import Deps
 from sheaf.services.housekeeping import run_housekeeping
@@ -47,6 +47,11 @@ class Worker:
         self.settings = deps.settings
         self.active: set[asyncio.Task[object]] = set()
         self._slot_freed = asyncio.Event()
+        # The circuit breaker: cleared while the blob store or the database does not answer,
+        # so no new document is taken (and no attempt spent) until they do.
+        self.dependencies_up = asyncio.Event()
+        self.dependencies_up.set()
+        self._probe: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info(
@@ -119,6 +124,9 @@ class Worker:
     async def _claim_loop(self, stop: asyncio.Event, until: float | None = None) -> None:
         backoff = self.settings.poll_interval_seconds
         while not stop.is_set() and (until is None or time.monotonic() < until):
+            if not self.dependencies_up.is_set():
+                await wait_any([stop, self.dependencies_up], None)
+                continue
             free = self.settings.concurrency - len(self.active)
             try:
                 leases = await self._claim(free) if free > 0 else []
@@ -142,7 +150,54 @@ class Worker:
         )
 
     def _start(self, lease: Lease) -> None:
-        self.spawn(process_document(self.deps, lease), lease.document_id)
+        self.spawn(self._process(lease), lease.document_id)
+
+    async def _process(self, lease: Lease) -> str:
+        outcome = await process_document(self.deps, lease)
+        self.after_attempt(outcome)
+        return outcome
+
+    # -- the circuit breaker ------------------------------------------------------------------
+
+    def after_attempt(self, outcome: str) -> None:
+        """After a transient failure, check the blob store and the database: if one is down,
+        take no new work until both answer again. Without this, an outage of either would
+        spend the attempts of every queued document, one claim after another."""
+        if outcome.startswith("transient") and (self._probe is None or self._probe.done()):
+            self._probe = asyncio.create_task(self._probe_dependencies(), name="breaker")
+
+    async def wait_for_dependencies(self, stop: asyncio.Event) -> None:
+        if not self.dependencies_up.is_set():
+            await wait_any([stop, self.dependencies_up], None)
+
+    async def _probe_dependencies(self) -> None:
+        delay = self.settings.poll_interval_seconds
+        down: list[str] = []
+        while problems := await self._unreachable():
+            if not down:
+                log.warning(
+                    "dependency unreachable; taking no new documents until it answers",
+                    extra={"unreachable": problems},
+                )
+                metrics.BREAKER_OPEN.set(1)
+            down = problems
+            self.dependencies_up.clear()
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, MAX_BACKOFF)
+        if down:
+            log.info("dependencies answer again; taking documents", extra={"were": down})
+        metrics.BREAKER_OPEN.set(0)
+        self.dependencies_up.set()
+
+    async def _unreachable(self) -> list[str]:
+        problems = []
+        probes = (("blob_store", self.deps.blobs.ping), ("database", self.deps.store.ping))
+        for name, ping in probes:
+            try:
+                await ping()
+            except SheafError as exc:
+                problems.append(f"{name}: {exc.message}")
+        return problems
 
     # -- the slots, shared with the consumer ----------------------------------------------
 
@@ -170,6 +225,8 @@ class Worker:
 
     async def drain(self) -> None:
         """Give documents in flight the grace period, then release the rest."""
+        if self._probe is not None:
+            self._probe.cancel()
         if not self.active:
             return
         grace = self.settings.shutdown_grace_seconds

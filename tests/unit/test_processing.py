@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 
 from sheaf.domain.models import AcquireOutcome, Document, Lease, Status
-from sheaf.errors import TransientError
+from sheaf.errors import StoreUnavailable, TransientError
 from sheaf.services.deps import Deps
 from sheaf.services.ingest import accept_upload
 from sheaf.services.processing import process_document
@@ -164,3 +165,47 @@ async def test_shutdown_releases_unfinished_documents_without_spending_an_attemp
     assert (released.status, released.attempts) == (Status.QUEUED, 0)
     assert [a.outcome.value for a in released.history] == ["interrupted"]
     assert await deps.store.document_chunks(created.id) == []
+
+
+class FlakyBlobStore:
+    """Delegates to a real fake; while `down`, every call fails as an outage would."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if not callable(attribute):
+            return attribute
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise StoreUnavailable("blob store unreachable (simulated outage)")
+            return await attribute(*args, **kwargs)
+
+        return call
+
+
+async def test_a_blob_store_outage_stops_the_worker_taking_documents() -> None:
+    """The circuit breaker: one attempt fails, then no queued document spends one."""
+    base = make_deps(concurrency=1, poll_interval_seconds=0.05)
+    blobs = FlakyBlobStore(base.blobs)
+    deps = dataclasses.replace(base, blobs=blobs)
+    ids = [(await put(deps, TEXT + str(n).encode())).id for n in range(4)]
+    blobs.down = True
+    stop = asyncio.Event()
+    worker = Worker(deps)
+    run = asyncio.create_task(worker.run(stop))
+    await asyncio.sleep(1.0)  # many poll intervals while the blob store is down
+    attempts = [(await doc(deps, i)).attempts for i in ids]
+    assert sum(attempts) == 1, attempts  # the first failure opens the breaker
+    assert not worker.dependencies_up.is_set()
+    blobs.down = False
+    for document_id in ids:
+        while (await doc(deps, document_id)).status is not Status.COMPLETED:
+            await asyncio.sleep(0.02)
+    stop.set()
+    await run
+    assert worker.dependencies_up.is_set()
+    assert sum([(await doc(deps, i)).attempts for i in ids]) == 5  # 4 + the failed one
