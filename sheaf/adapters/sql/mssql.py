@@ -521,6 +521,7 @@ class MssqlDocumentStore(SqlDocumentStore):
     get_document = _retried(SqlDocumentStore.get_document, idempotent=True)
     list_documents = _retried(SqlDocumentStore.list_documents, idempotent=True)
     stats = _retried(SqlDocumentStore.stats, idempotent=True)
+    collection_counts = _retried(SqlDocumentStore.collection_counts, idempotent=True)
     pending_cleanups = _retried(SqlDocumentStore.pending_cleanups, idempotent=True)
     known_blob_keys = _retried(SqlDocumentStore.known_blob_keys, idempotent=True)
     document_chunks = _retried(SqlDocumentStore.document_chunks, idempotent=True)
