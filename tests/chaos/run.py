@@ -39,8 +39,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,11 +74,12 @@ TIMERS = {
     "SHEAF_LOG_LEVEL": "WARNING",
 }
 # With Service Bus: retry it every few seconds while it is down (so workers return to
-# messages soon after the restart), and re-send wake-ups the restart may have lost
-# after half a minute rather than two.
+# messages soon after the restart), and re-send wake-ups the outage lost after one
+# minute rather than two (not less: the reconciler also re-sends for every document
+# merely waiting in a backlog, and a shorter threshold multiplies those messages).
 BUS_TIMERS = {
     "SHEAF_SERVICEBUS_RETRY_SECONDS": "5",
-    "SHEAF_RECONCILE_AFTER_SECONDS": "30",
+    "SHEAF_RECONCILE_AFTER_SECONDS": "60",
 }
 
 
@@ -98,8 +101,10 @@ class Report:
     bus_restarted_at: float | None = None  # seconds into the run
     messages_completed_before_restart: int = 0
     messages_completed: int = 0
+    polling_fallbacks: int = 0  # worker log lines: Service Bus unreachable, polling
     queue_left: dict[str, int] = field(default_factory=dict)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    harness_errors: list[str] = field(default_factory=list)  # a side task that crashed
     upload_seconds: float = 0.0
     settle_seconds: float = 0.0
     drain_seconds: float = 0.0
@@ -301,7 +306,15 @@ async def restart_bus(
 
 def first_attempt_holders(dsn: str) -> tuple[set[str], int]:
     """Workers holding live leases only on first attempts, and how many documents are
-    queued (the harness's aim, not the checker's evidence)."""
+    queued (the harness's aim, not the checker's evidence). Nothing while the database
+    cannot answer: the harness's own connection is cut with all the others."""
+    try:
+        return _first_attempt_holders(dsn)
+    except psycopg2.OperationalError:
+        return set(), 0
+
+
+def _first_attempt_holders(dsn: str) -> tuple[set[str], int]:
     with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT lease_owner FROM documents "
@@ -378,6 +391,7 @@ async def run(args: argparse.Namespace, url: str, dsn: str, workdir: Path) -> Re
         fleet.stop()
         if bus is not None:
             await read_bus(bus, report)
+            report.polling_fallbacks = count_in_logs(workdir, FALLBACK_EVENT)
     return report
 
 
@@ -399,15 +413,13 @@ async def under_chaos(
     await wait_ready(base)
     lives = [(fleet.api_life, "api"), *((life, "workers") for life in fleet.lives)]
     side = [
-        *(
-            asyncio.create_task(watch(life, report.healthz[kind], stop, clock))
-            for life, kind in lives
-        ),
-        asyncio.create_task(chaos(fleet, args, dsn, report, stop)),
-        asyncio.create_task(cut_database(args, dsn, report, stop)),
+        *(watch(life, report.healthz[kind], stop, clock) for life, kind in lives),
+        chaos(fleet, args, dsn, report, stop),
+        cut_database(args, dsn, report, stop),
     ]
     if bus is not None:
-        side.append(asyncio.create_task(restart_bus(bus, args, report, stop, started)))
+        side.append(restart_bus(bus, args, report, stop, started))
+    tasks = [asyncio.create_task(guarded(job, report)) for job in side]
     try:
         await upload_all(base, args, report)
         report.upload_seconds = clock()
@@ -418,8 +430,20 @@ async def under_chaos(
             report.drain_seconds = clock() - report.upload_seconds - report.settle_seconds
     finally:
         stop.set()
-        await asyncio.gather(*side)
+        await asyncio.gather(*tasks)
         report.total_seconds = clock()
+
+
+async def guarded(job: Coroutine[Any, Any, None], report: Report) -> None:
+    """Run a side task; if it crashes, say so at once and fail the run at the end (a run
+    whose kills stopped half-way must not pass for a run under chaos)."""
+    name = getattr(job, "__name__", "side task")
+    try:
+        await job
+    except Exception as exc:
+        report.harness_errors.append(f"{name}: {exc!r}")
+        print(f"HARNESS ERROR in {name}:", flush=True)
+        traceback.print_exc()
 
 
 async def drain(bus: BusProcess, args: argparse.Namespace, report: Report) -> None:
@@ -441,6 +465,17 @@ async def read_bus(bus: BusProcess, report: Report) -> None:
     report.messages_completed = stats["completed"]
     report.queue_left = {k: stats[k] for k in ("active", "scheduled", "locked", "dead_letter")}
     report.dead_letters = await dead_letters(bus.connection_string, bus.queue)
+
+
+FALLBACK_EVENT = "Service Bus unreachable; polling the database meanwhile"  # worker.runner
+
+
+def count_in_logs(workdir: Path, event: str) -> int:
+    """How often the workers logged `event` (what they did, as they tell it)."""
+    return sum(
+        path.read_text(errors="replace").count(f'"event": "{event}"')
+        for path in workdir.glob("worker-*.log")
+    )
 
 
 async def wait_ready(base: str, timeout: float = 60) -> None:
@@ -493,7 +528,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--bus-restart-after", type=float, default=30.0, help="seconds before the SB restart"
     )
-    parser.add_argument("--bus-down", type=float, default=5.0, help="seconds SB stays down")
+    parser.add_argument(
+        "--bus-down",
+        type=float,
+        default=10.0,
+        help="seconds SB stays down (longer than the SDK's own ~6 s of retries, so that "
+        "workers notice and poll)",
+    )
     parser.add_argument("--bus-lock-seconds", type=float, default=10.0, help="SB lock duration")
     parser.add_argument(
         "--min-retried", type=float, default=0.2, help="share with attempts >= 2 to pass"
@@ -531,7 +572,11 @@ def main(argv: list[str] | None = None) -> int:
             letters = workdir / "dead-letters.json"
             letters.write_text(json.dumps(report.dead_letters, indent=2))
             checker += ["--dead-letters", str(letters)]
-        return subprocess.run(checker, cwd=ROOT, check=False).returncode
+        verdict = subprocess.run(checker, cwd=ROOT, check=False).returncode
+        if report.harness_errors:
+            print(f"FAIL: the harness itself failed: {report.harness_errors}", flush=True)
+            return 2
+        return verdict
 
 
 def print_report(args: argparse.Namespace, report: Report) -> None:
@@ -567,6 +612,7 @@ def print_report(args: argparse.Namespace, report: Report) -> None:
                 f"{report.messages_completed} "
                 f"({report.messages_completed_before_restart} before the restart)",
             ),
+            ("worker fallbacks to polling", f"{report.polling_fallbacks} (from their logs)"),
             ("left in the queue", ", ".join(f"{k} {v}" for k, v in report.queue_left.items())),
             ("queue drain after settling", f"{report.drain_seconds:.1f} s"),
         ]
@@ -580,6 +626,8 @@ def print_report(args: argparse.Namespace, report: Report) -> None:
         print(f"  {label:<28} {value}")
     for example in api.examples + workers.examples:
         print(f"  ! /healthz failed: {example}")
+    for error in report.harness_errors:
+        print(f"  ! harness error: {error}")
     print(flush=True)
 
 
