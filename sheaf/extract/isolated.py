@@ -266,16 +266,32 @@ def _serve(conn: Connection, lifeline: Connection, extractor: Extractor, memory_
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
     threading.Thread(target=_exit_with_parent, args=(lifeline,), daemon=True).start()
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    conn.send(_READY)
+    if not _reply(conn, _READY):
+        return
     while True:
         try:
             path, content_type = conn.recv()
         except (EOFError, OSError):
             return
         try:
-            conn.send(_answer(extractor, Path(path), content_type))
+            sent = _reply(conn, _answer(extractor, Path(path), content_type))
         except MemoryError:
             os._exit(_EXIT_MEMORY)
+        if not sent:
+            return
+
+
+def _reply(conn: Connection, message: object) -> bool:
+    """Send to the parent; False when it is gone (SIGKILLed while we started or parsed).
+
+    Not an error of ours: exit quietly, rather than leave a traceback in the log of the
+    worker that is already being restarted (the lifeline thread may not have won the race).
+    """
+    try:
+        conn.send(message)
+    except OSError:  # BrokenPipeError, ConnectionResetError: the other end is closed
+        return False
+    return True
 
 
 def _answer(extractor: Extractor, path: Path, content_type: str) -> tuple[Any, ...]:

@@ -15,7 +15,12 @@ Independent of the harness that killed the workers: it reads only `documents`,
     unexpected outcomes    completed when it should fail, failed when it should complete,
                            or failed with another code than expected
 
-Exit status 0 when all five are zero (and the retried share reaches `--min-retried`).
+With `--dead-letters FILE` (what the harness read from the Service Bus dead-letter queue
+after the run: a JSON list of `{"document_id", "reason", ...}`), it also judges the DLQ:
+a document that must complete may never have a message there, nor may a message name no
+document of this run; those of documents that must fail are where they belong.
+
+Exit status 0 when all of these are zero (and the retried share reaches `--min-retried`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import json
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -49,6 +55,7 @@ DOCUMENTS = """
     WHERE d.status <> 'deleted'
 """
 EXPIRED = "SELECT count(DISTINCT document_id) FROM attempts WHERE outcome = 'expired'"
+FILENAMES = "SELECT CAST(id AS text), filename FROM documents"
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,17 @@ class Row:
 
 
 @dataclass
+class DeadLetters:
+    """The dead-letter queue after the run, by the documents its messages name."""
+
+    total: int = 0
+    healthy: int = 0  # of documents that must complete: never acceptable
+    expected_failures: int = 0  # of documents that must fail: where they belong
+    unknown: int = 0  # naming no document of this run, or unreadable
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class Verdict:
     uploaded: int = 0
     completed: int = 0
@@ -83,6 +101,7 @@ class Verdict:
     with_expired_attempt: int = 0
     max_attempts: int = 0
     span_seconds: float = 0.0
+    dead_letters: DeadLetters | None = None  # None: the run had no Service Bus
     examples: list[str] = field(default_factory=list)
 
     @property
@@ -97,6 +116,8 @@ class Verdict:
             + self.incomplete_chunk_sets
             + self.unexpected_outcomes
         )
+        if self.dead_letters is not None:
+            bad += self.dead_letters.healthy + self.dead_letters.unknown
         return bad == 0 and self.uploaded > 0 and self.retried_share >= min_retried
 
 
@@ -106,7 +127,28 @@ def expected_code(filename: str) -> str | None:
     return prefix.removeprefix("expect-") if prefix.startswith("expect-") else None
 
 
-def judge(cur: Any) -> Verdict:
+def judge_dead_letters(cur: Any, letters: list[dict[str, Any]]) -> tuple[DeadLetters, list[str]]:
+    """Sort the DLQ's messages by the outcome their document must reach; explain the bad."""
+    cur.execute(FILENAMES)
+    filenames = dict(cur.fetchall())
+    found, examples = DeadLetters(total=len(letters)), []
+    reasons: Counter[str] = Counter()
+    for letter in letters:
+        reasons[str(letter.get("reason"))] += 1
+        filename = filenames.get(letter.get("document_id"))
+        if filename is None:
+            found.unknown += 1
+            examples.append(f"dead_letters: message {letter.get('message_id')} names no document")
+        elif expected_code(filename) is None:
+            found.healthy += 1
+            examples.append(f"dead_letters: {filename} ({letter.get('reason')})")
+        else:
+            found.expected_failures += 1
+    found.reasons = dict(reasons.most_common())
+    return found, examples
+
+
+def judge(cur: Any, letters: list[dict[str, Any]] | None = None) -> Verdict:
     cur.execute(DOCUMENTS)
     rows = [Row(*row) for row in cur.fetchall()]
     cur.execute(EXPIRED)
@@ -128,6 +170,9 @@ def judge(cur: Any) -> Verdict:
     verdict.failed = {code: dict(kinds) for code, kinds in sorted(failed.items())}
     if rows:
         verdict.span_seconds = max(r.updated for r in rows) - min(r.created for r in rows)
+    if letters is not None:
+        verdict.dead_letters, examples = judge_dead_letters(cur, letters)
+        verdict.examples += examples[: max(0, 20 - len(verdict.examples))]
     return verdict
 
 
@@ -179,6 +224,14 @@ def print_table(verdict: Verdict, database: str, min_retried: float) -> None:
         ("most attempts of one document", verdict.max_attempts),
         ("first upload to last settlement", f"{verdict.span_seconds:.1f} s"),
     ]
+    if (letters := verdict.dead_letters) is not None:
+        rows += [
+            ("dead-lettered messages", letters.total),
+            ("  of documents that must fail", letters.expected_failures),
+            ("  of healthy documents", letters.healthy),
+            ("  naming no document", letters.unknown),
+        ]
+        rows += [(f"  reason {reason}", n) for reason, n in letters.reasons.items()]
     print(f"Checker: database {database}")
     for label, value in rows:
         print(f"  {label:<38} {value}")
@@ -193,10 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn", required=True, help="libpq DSN (or a postgresql+asyncpg URL)")
     parser.add_argument("--min-retried", type=float, default=0.0, help="share, e.g. 0.2")
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    parser.add_argument(
+        "--dead-letters", type=Path, help="JSON list of dead-lettered messages to judge too"
+    )
     args = parser.parse_args(argv)
     dsn = args.dsn.replace("postgresql+asyncpg://", "postgresql://", 1)
+    letters = json.loads(args.dead_letters.read_text()) if args.dead_letters else None
     with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
-        verdict = judge(cur)
+        verdict = judge(cur, letters)
     if args.json:
         print(json.dumps({**asdict(verdict), "retried_share": verdict.retried_share}))
     else:

@@ -11,8 +11,18 @@ a server restart is not safe on a shared machine). When no document is queued or
 processing any more, it stops everything and runs `tests/chaos/check.py`, which judges
 the run from the database alone; this script's exit status is the checker's.
 
+With `--bus servicebus` the wake-ups travel through the Service Bus test emulator, run
+as a process of its own (`tests/chaos/bus.py`), and once, `--bus-restart-after` seconds
+in, the emulator is stopped for `--bus-down` seconds and started again on the same port:
+workers poll the database meanwhile and return to messages afterwards. After the run the
+harness waits for the queue to drain, then reads the dead-letter queue over the SDK and
+hands it to the checker, for which a healthy document in the DLQ is a failure.
+
+Throughout, the API's and every worker's `/healthz` are probed (`tests/chaos/health.py`).
+
 The harness itself only reports what it did (kills, restarts, connections terminated,
-/healthz failures, durations); it never decides whether a document was lost.
+emulator restart, /healthz failures, durations); it never decides whether a document
+was lost.
 """
 
 from __future__ import annotations
@@ -29,9 +39,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +51,9 @@ import aiohttp
 import psycopg2
 
 from sheaf.adapters.sql.migrate import upgrade
+from tests.chaos.bus import BusProcess, dead_letters
 from tests.chaos.corpus import document
+from tests.chaos.health import Life, Tally, watch
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_DSN = os.environ.get("SHEAF_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -59,6 +73,14 @@ TIMERS = {
     "SHEAF_LOG_FORMAT": "json",
     "SHEAF_LOG_LEVEL": "WARNING",
 }
+# With Service Bus: retry it every few seconds while it is down (so workers return to
+# messages soon after the restart), and re-send wake-ups the outage lost after one
+# minute rather than two (not less: the reconciler also re-sends for every document
+# merely waiting in a backlog, and a shorter threshold multiplies those messages).
+BUS_TIMERS = {
+    "SHEAF_SERVICEBUS_RETRY_SECONDS": "5",
+    "SHEAF_RECONCILE_AFTER_SECONDS": "60",
+}
 
 
 @dataclass
@@ -66,38 +88,63 @@ class Report:
     """What the harness did; printed next to the checker's verdict."""
 
     documents: int = 0
+    bus: str = "none"
     uploads_done: bool = False
     upload_statuses: dict[int, int] = field(default_factory=dict)
     upload_retries: int = 0
     kills: int = 0
     restarts: int = 0
     connections_terminated: int = 0
-    healthz_ok: int = 0
-    healthz_failed: int = 0
+    healthz: dict[str, Tally] = field(default_factory=lambda: {"api": Tally(), "workers": Tally()})
+    bus_restarts: int = 0
+    bus_down_seconds: float = 0.0
+    bus_restarted_at: float | None = None  # seconds into the run
+    messages_completed_before_restart: int = 0
+    messages_completed: int = 0
+    polling_fallbacks: int = 0  # worker log lines: Service Bus unreachable, polling
+    queue_left: dict[str, int] = field(default_factory=dict)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    harness_errors: list[str] = field(default_factory=list)  # a side task that crashed
     upload_seconds: float = 0.0
     settle_seconds: float = 0.0
+    drain_seconds: float = 0.0
     total_seconds: float = 0.0
+
+    @property
+    def healthz_failed(self) -> int:
+        return sum(tally.failed for tally in self.healthz.values())
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "healthz_failed": self.healthz_failed}
 
 
 class Fleet:
     """The API and the workers as child processes, each logging to its own file.
 
     Each worker process gets its own `SHEAF_WORKER_ID` (`chaos-<slot>-<generation>`),
-    so the harness can tell from the leases which processes are mid-document.
+    so the harness can tell from the leases which processes are mid-document, and its
+    own `SHEAF_WORKER_METRICS_PORT` (kept across restarts), where `/healthz` is probed.
     """
 
-    def __init__(self, env: dict[str, str], logs: Path, workers: int) -> None:
+    def __init__(self, env: dict[str, str], logs: Path, workers: int, api_port: int) -> None:
         self.env = env
         self.logs = logs
         self.api = self._start("api", ["api"], {})
-        self.generation = [0] * workers
+        self.api_life = Life("api", f"http://127.0.0.1:{api_port}")
+        ports = [free_port() for _ in range(workers)]
+        self.lives = [Life(f"worker-{n}", f"http://127.0.0.1:{p}") for n, p in enumerate(ports)]
+        self.ports = ports
         self.workers = [self._start_worker(n) for n in range(workers)]
 
     def worker_id(self, n: int) -> str:
-        return f"chaos-{n}-{self.generation[n]}"
+        return f"chaos-{n}-{self.lives[n].generation}"
 
     def _start_worker(self, n: int) -> subprocess.Popen[bytes]:
-        return self._start(f"worker-{n}", ["worker"], {"SHEAF_WORKER_ID": self.worker_id(n)})
+        env = {
+            "SHEAF_WORKER_ID": self.worker_id(n),
+            "SHEAF_WORKER_METRICS_PORT": str(self.ports[n]),
+        }
+        return self._start(f"worker-{n}", ["worker"], env)
 
     def _start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
@@ -110,9 +157,9 @@ class Fleet:
         )
 
     def kill_and_restart(self, n: int) -> None:
+        self.lives[n].restarted()  # before the kill: a probe under way is excused
         self.workers[n].send_signal(signal.SIGKILL)
         self.workers[n].wait()
-        self.generation[n] += 1
         self.workers[n] = self._start_worker(n)
 
     def revive_dead(self) -> int:
@@ -120,7 +167,8 @@ class Fleet:
         revived = 0
         for n, proc in enumerate(self.workers):
             if proc.poll() is not None:
-                self.generation[n] += 1
+                print(f"worker-{n} died by itself (exit {proc.returncode})", flush=True)
+                self.lives[n].restarted()
                 self.workers[n] = self._start_worker(n)
                 revived += 1
         return revived
@@ -191,20 +239,6 @@ async def counts(session: aiohttp.ClientSession, base: str) -> dict[str, int] | 
     return {k: int(v) for k, v in body["counts"].items()}
 
 
-async def watch_health(base: str, report: Report, stop: asyncio.Event) -> None:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-        while not stop.is_set():
-            try:
-                async with session.get(f"{base}/healthz") as response:
-                    ok = response.status == 200
-            except (aiohttp.ClientError, TimeoutError):
-                ok = False
-            report.healthz_ok += ok
-            report.healthz_failed += not ok
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
-
-
 async def chaos(
     fleet: Fleet, args: argparse.Namespace, dsn: str, report: Report, stop: asyncio.Event
 ) -> None:
@@ -223,6 +257,7 @@ async def chaos(
             await asyncio.wait_for(stop.wait(), args.kill_every * rng.uniform(0.5, 1.5))
         victims: list[int] = []
         while not stop.is_set():
+            report.restarts += fleet.revive_dead()
             fresh, backlog = await asyncio.to_thread(first_attempt_holders, dsn)
             victims = [n for n in range(len(fleet.workers)) if fleet.worker_id(n) in fresh]
             if victims and (backlog or not report.uploads_done):
@@ -232,7 +267,7 @@ async def chaos(
             return
         await asyncio.to_thread(fleet.kill_and_restart, rng.choice(victims))
         report.kills += 1
-        report.restarts += 1 + fleet.revive_dead()
+        report.restarts += 1
 
 
 async def cut_database(
@@ -246,9 +281,40 @@ async def cut_database(
         print(f"terminated {report.connections_terminated} database connections", flush=True)
 
 
+async def restart_bus(
+    bus: BusProcess, args: argparse.Namespace, report: Report, stop: asyncio.Event, t0: float
+) -> None:
+    """Once, `bus_restart_after` seconds in: stop the emulator, wait `bus_down`, start it.
+
+    Messages and locks survive, as they survive a Service Bus outage; connections do not.
+    """
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), args.bus_restart_after)
+    if stop.is_set():
+        return
+    before = await asyncio.to_thread(bus.command, "stop")
+    down = time.monotonic()
+    report.messages_completed_before_restart = before["completed"]
+    print(f"Service Bus emulator stopped at {down - t0:.0f} s: {before}", flush=True)
+    await asyncio.sleep(args.bus_down)  # even past `stop`: never leave it stopped
+    await asyncio.to_thread(bus.command, "start")
+    report.bus_down_seconds = time.monotonic() - down
+    report.bus_restarted_at = time.monotonic() - t0
+    report.bus_restarts += 1
+    print(f"Service Bus emulator started again after {report.bus_down_seconds:.1f} s", flush=True)
+
+
 def first_attempt_holders(dsn: str) -> tuple[set[str], int]:
     """Workers holding live leases only on first attempts, and how many documents are
-    queued (the harness's aim, not the checker's evidence)."""
+    queued (the harness's aim, not the checker's evidence). Nothing while the database
+    cannot answer: the harness's own connection is cut with all the others."""
+    try:
+        return _first_attempt_holders(dsn)
+    except psycopg2.OperationalError:
+        return set(), 0
+
+
+def _first_attempt_holders(dsn: str) -> tuple[set[str], int]:
     with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT lease_owner FROM documents "
@@ -294,7 +360,7 @@ async def settle(base: str, args: argparse.Namespace, report: Report) -> None:
 
 
 async def run(args: argparse.Namespace, url: str, dsn: str, workdir: Path) -> Report:
-    report = Report(documents=args.documents)
+    report = Report(documents=args.documents, bus=args.bus)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHEAF_")}
@@ -307,27 +373,109 @@ async def run(args: argparse.Namespace, url: str, dsn: str, workdir: Path) -> Re
         SHEAF_EMBEDDER="lexical",
         PYTHONPATH=str(ROOT),
     )
-    fleet = Fleet(env, workdir, args.workers)
+    with contextlib.ExitStack() as stack:
+        bus = None
+        if args.bus == "servicebus":
+            log = stack.enter_context((workdir / "servicebus.log").open("ab"))
+            bus = BusProcess(ROOT, log, args.bus_lock_seconds)
+            stack.callback(bus.close)
+            env.update(BUS_TIMERS)
+            env.update(
+                SHEAF_MESSAGE_BUS="servicebus",
+                SHEAF_SERVICEBUS_CONNECTION_STRING=bus.connection_string,
+                SHEAF_SERVICEBUS_QUEUE=bus.queue,
+            )
+        fleet = Fleet(env, workdir, args.workers, port)
+        stack.callback(fleet.stop)
+        await under_chaos(fleet, bus, base, args, dsn, report)
+        fleet.stop()
+        if bus is not None:
+            await read_bus(bus, report)
+            report.polling_fallbacks = count_in_logs(workdir, FALLBACK_EVENT)
+    return report
+
+
+async def under_chaos(
+    fleet: Fleet,
+    bus: BusProcess | None,
+    base: str,
+    args: argparse.Namespace,
+    dsn: str,
+    report: Report,
+) -> None:
+    """Upload and settle while workers are killed, the database cut and the bus restarted."""
     stop = asyncio.Event()
     started = time.monotonic()
+
+    def clock() -> float:
+        return time.monotonic() - started
+
+    await wait_ready(base)
+    lives = [(fleet.api_life, "api"), *((life, "workers") for life in fleet.lives)]
+    side = [
+        *(watch(life, report.healthz[kind], stop, clock) for life, kind in lives),
+        chaos(fleet, args, dsn, report, stop),
+        cut_database(args, dsn, report, stop),
+    ]
+    if bus is not None:
+        side.append(restart_bus(bus, args, report, stop, started))
+    tasks = [asyncio.create_task(guarded(job, report)) for job in side]
     try:
-        await wait_ready(base)
-        side = [
-            asyncio.create_task(watch_health(base, report, stop)),
-            asyncio.create_task(chaos(fleet, args, dsn, report, stop)),
-            asyncio.create_task(cut_database(args, dsn, report, stop)),
-        ]
         await upload_all(base, args, report)
-        report.upload_seconds = time.monotonic() - started
+        report.upload_seconds = clock()
         await settle(base, args, report)
-        report.settle_seconds = time.monotonic() - started - report.upload_seconds
-        stop.set()
-        await asyncio.gather(*side)
+        report.settle_seconds = clock() - report.upload_seconds
+        if bus is not None:
+            await drain(bus, args, report)
+            report.drain_seconds = clock() - report.upload_seconds - report.settle_seconds
     finally:
         stop.set()
-        fleet.stop()
-    report.total_seconds = time.monotonic() - started
-    return report
+        await asyncio.gather(*tasks)
+        report.total_seconds = clock()
+
+
+async def guarded(job: Coroutine[Any, Any, None], report: Report) -> None:
+    """Run a side task; if it crashes, say so at once and fail the run at the end (a run
+    whose kills stopped half-way must not pass for a run under chaos)."""
+    name = getattr(job, "__name__", "side task")
+    try:
+        await job
+    except Exception as exc:
+        report.harness_errors.append(f"{name}: {exc!r}")
+        print(f"HARNESS ERROR in {name}:", flush=True)
+        traceback.print_exc()
+
+
+async def drain(bus: BusProcess, args: argparse.Namespace, report: Report) -> None:
+    """With every document settled, wait for the queue to empty: messages of killed
+    workers come back when their locks expire and must be settled too (or dead-lettered,
+    which the checker would see)."""
+    deadline = time.monotonic() + 2 * args.bus_lock_seconds + 60
+    while time.monotonic() < deadline:
+        stats = await asyncio.to_thread(bus.command, "stats")
+        if stats["running"] and stats["active"] == stats["locked"] == stats["scheduled"] == 0:
+            return
+        await asyncio.sleep(1)
+    print(f"the queue did not drain: {stats}", flush=True)
+
+
+async def read_bus(bus: BusProcess, report: Report) -> None:
+    """After the run: what is left in the queue, and every dead-lettered message."""
+    stats = await asyncio.to_thread(bus.command, "stats")
+    report.messages_completed = stats["completed"]
+    report.queue_left = {k: stats[k] for k in ("active", "scheduled", "locked", "dead_letter")}
+    report.dead_letters = await dead_letters(bus.connection_string, bus.queue)
+
+
+FALLBACK_EVENT = "Service Bus unreachable; polling the database meanwhile"  # worker.runner
+
+
+def count_in_logs(workdir: Path, event: str) -> int:
+    """How often the workers logged `event` (what they did, as they tell it)."""
+    return sum(
+        path.read_text(errors="replace").count(f'"event": "{event}"')
+        for path in workdir.glob("worker-*.log")
+    )
 
 
 async def wait_ready(base: str, timeout: float = 60) -> None:
@@ -375,6 +523,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--upload-rate", type=float, default=0.0, help="per second; 0: at once")
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument(
+        "--bus", choices=["none", "servicebus"], default="none", help="wake-ups: polling or SB"
+    )
+    parser.add_argument(
+        "--bus-restart-after", type=float, default=30.0, help="seconds before the SB restart"
+    )
+    parser.add_argument(
+        "--bus-down",
+        type=float,
+        default=10.0,
+        help="seconds SB stays down (longer than the SDK's own ~6 s of retries, so that "
+        "workers notice and poll)",
+    )
+    parser.add_argument("--bus-lock-seconds", type=float, default=10.0, help="SB lock duration")
+    parser.add_argument(
         "--min-retried", type=float, default=0.2, help="share with attempts >= 2 to pass"
     )
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to settle")
@@ -403,15 +565,25 @@ def main(argv: list[str] | None = None) -> int:
         report = asyncio.run(run(args, url, dsn, workdir))
         print_report(args, report)
         if args.json:
-            args.json.write_text(json.dumps(vars(report), indent=2))
+            args.json.write_text(json.dumps(report.as_json(), indent=2))
         checker = [sys.executable, "-m", "tests.chaos.check", "--dsn", dsn]
         checker += ["--min-retried", str(args.min_retried)]
-        return subprocess.run(checker, cwd=ROOT, check=False).returncode
+        if args.bus == "servicebus":
+            letters = workdir / "dead-letters.json"
+            letters.write_text(json.dumps(report.dead_letters, indent=2))
+            checker += ["--dead-letters", str(letters)]
+        verdict = subprocess.run(checker, cwd=ROOT, check=False).returncode
+        if report.harness_errors:
+            print(f"FAIL: the harness itself failed: {report.harness_errors}", flush=True)
+            return 2
+        return verdict
 
 
 def print_report(args: argparse.Namespace, report: Report) -> None:
     statuses = Counter(report.upload_statuses.values())
-    rows = [
+    api, workers = report.healthz["api"], report.healthz["workers"]
+    rows: list[tuple[str, object]] = [
+        ("wake-ups", "Service Bus (emulator)" if args.bus == "servicebus" else "polling"),
         ("workers x concurrency", f"{args.workers} x {args.concurrency}"),
         (
             "documents sent",
@@ -421,7 +593,30 @@ def print_report(args: argparse.Namespace, report: Report) -> None:
         ("workers SIGKILLed", report.kills),
         ("worker restarts", report.restarts),
         ("DB connections terminated", report.connections_terminated),
-        ("API /healthz ok / failed", f"{report.healthz_ok} / {report.healthz_failed}"),
+        ("API /healthz ok / failed", f"{api.ok} / {api.failed}"),
+        (
+            "workers /healthz ok / failed",
+            f"{workers.ok} / {workers.failed} (excused: {workers.excused}, killed or starting)",
+        ),
+    ]
+    if args.bus == "servicebus":
+        restarted = report.bus_restarted_at or 0.0
+        rows += [
+            (
+                "Service Bus restarts",
+                f"{report.bus_restarts} (down {report.bus_down_seconds:.1f} s, "
+                f"up again at {restarted:.0f} s)",
+            ),
+            (
+                "messages completed",
+                f"{report.messages_completed} "
+                f"({report.messages_completed_before_restart} before the restart)",
+            ),
+            ("worker fallbacks to polling", f"{report.polling_fallbacks} (from their logs)"),
+            ("left in the queue", ", ".join(f"{k} {v}" for k, v in report.queue_left.items())),
+            ("queue drain after settling", f"{report.drain_seconds:.1f} s"),
+        ]
+    rows += [
         ("upload phase", f"{report.upload_seconds:.1f} s"),
         ("settle phase", f"{report.settle_seconds:.1f} s"),
         ("total", f"{report.total_seconds:.1f} s"),
@@ -429,6 +624,10 @@ def print_report(args: argparse.Namespace, report: Report) -> None:
     print("\nHarness: what was done to the system")
     for label, value in rows:
         print(f"  {label:<28} {value}")
+    for example in api.examples + workers.examples:
+        print(f"  ! /healthz failed: {example}")
+    for error in report.harness_errors:
+        print(f"  ! harness error: {error}")
     print(flush=True)
 
 

@@ -6,6 +6,7 @@ The child's behaviour is driven by `tests.bad_inputs.hostile`: a file that says
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 from sheaf.domain.models import ContentType, Page
 from sheaf.errors import ExtractionError, TransientError
 from sheaf.extract import LocalExtractor
-from sheaf.extract.isolated import IsolatedExtractor
+from sheaf.extract.isolated import IsolatedExtractor, _serve
 from tests.bad_inputs import pdf
 from tests.bad_inputs.hostile import HostileExtractor, command
 
@@ -234,7 +235,7 @@ PARENT = textwrap.dedent(
     """
     import sys, threading
     from pathlib import Path
-    from sheaf.extract.isolated import IsolatedExtractor
+    from sheaf.extract.isolated import IsolatedExtractor, _serve
     from tests.bad_inputs.hostile import HostileExtractor, command
 
     extractor = IsolatedExtractor(600, 512 * 1024 * 1024, 1, extractor=HostileExtractor())
@@ -269,3 +270,30 @@ def test_children_die_with_a_sigkilled_parent(tmp_path: Path) -> None:
     while not gone(child):
         assert time.monotonic() < deadline, f"child {child} outlived its parent"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("gone_while", ["starting", "parsing"])
+def test_a_child_whose_parent_went_away_exits_quietly(
+    gone_while: str, write: Write, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A worker SIGKILLed while its child starts or parses: the child's reply finds the
+    pipe closed. It must exit cleanly, not print a traceback into the log of the worker
+    being restarted (the chaos run found dozens of `BrokenPipeError` tracebacks)."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    lifeline, kept_open = context.Pipe(duplex=False)  # held open: the reply path is tested
+    child = context.Process(
+        target=_serve, args=(theirs, lifeline, HostileExtractor(), 512 * MiB), daemon=True
+    )
+    child.start()
+    theirs.close()
+    lifeline.close()
+    if gone_while == "parsing":
+        assert ours.poll(30)
+        assert ours.recv() == "ready"
+        ours.send((str(write(command("sleep", 1))), TEXT))
+    ours.close()  # the parent is gone before the child's reply
+    child.join(30)
+    kept_open.close()
+    assert child.exitcode == 0
+    assert "Traceback" not in capfd.readouterr().err
