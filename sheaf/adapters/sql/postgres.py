@@ -2,24 +2,34 @@
 
 The functions live in `sql/procedures/postgres/` (installed by the migrations); Python only
 binds arguments and maps result rows, so the atomic claim is one statement on the server
-(`FOR UPDATE SKIP LOCKED`) and the clock is the server's `clock_timestamp()`. Each call runs
-in its own transaction, which also scopes the `SET LOCAL lock_timeout` of the acquire.
+(`FOR UPDATE SKIP LOCKED`) and the clock is the server's `clock_timestamp()`.
+
+Each function is one statement, atomic on its own, so it runs in autocommit: one round trip
+per lease operation, where `BEGIN`, the call and `COMMIT` took three (and a pre-ping on
+checkout three more). The statement's implicit transaction also scopes the
+`SET LOCAL lock_timeout` of the acquire. No round trip checks a pooled connection either:
+a connection the server closed while it sat in the pool is already marked closed by
+asyncpg and is replaced at checkout (`_replace_closed`); one lost between checkout and
+reply is discarded and the call sent once more on a fresh connection (`_rows`).
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Executable, Row, TextualSelect, text
+from sqlalchemy import Executable, Row, TextualSelect, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sheaf.adapters.sql.schema import UTCDateTime
-from sheaf.adapters.sql.store import SqlDocumentStore, shielded
+from sheaf.adapters.sql.store import SqlDocumentStore, shielded, translated_errors
 from sheaf.domain.models import (
     AcquireOutcome,
     AcquireResult,
+    Completion,
     Dispatch,
     ErrorInfo,
     Lease,
@@ -27,11 +37,24 @@ from sheaf.domain.models import (
     ReleaseResult,
     Status,
 )
+from sheaf.errors import LeaseLost
 
 
 def create_postgres_engine(url: URL, pool_size: int) -> AsyncEngine:
-    # pre_ping: a pooled connection the server dropped is replaced, not handed out.
-    return create_async_engine(url, pool_size=pool_size, pool_pre_ping=True)
+    """No `pool_pre_ping`: its ping costs three round trips per checkout (BEGIN, `;`,
+    ROLLBACK under asyncpg); `_replace_closed` catches the same dead connections for free."""
+    engine = create_async_engine(url, pool_size=pool_size)
+    event.listen(engine.sync_engine, "checkout", _replace_closed)
+    return engine
+
+
+def _replace_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """A pooled connection the server closed (restart, `pg_terminate_backend`, idle
+    timeout) is replaced, never handed out: asyncpg marked it closed when the event loop
+    read the server's goodbye, so no round trip is needed to know. The pool answers a
+    `DisconnectionError` here by opening a new connection."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise sa_exc.DisconnectionError("the server closed this pooled connection")
 
 
 def _call(function: str, *arguments: str) -> TextualSelect:
@@ -59,17 +82,73 @@ _CLAIM_QUEUED = _call(
     "claim_queued_documents_v2", "worker_id", "lease_seconds", "limit", "ready_for_seconds"
 )
 _CLAIM_STALE = _call("claim_stale_dispatches", "older_than", "limit")
+_COMPLETE = text(
+    "SELECT complete_document_lease(:document_id, :lease_token, :page_count, "
+    ":embedding_model, :embedding_dimensions, :stage_seconds)"
+)
 _CLOCK = text("SELECT clock_timestamp() AS now").columns(now=UTCDateTime)
 
 
+class _ConnectionLost(Exception):
+    """The connection broke under a statement; it has been discarded."""
+
+    def __init__(self, error: sa_exc.DBAPIError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _connection_broken(exc: sa_exc.DBAPIError) -> bool:
+    """Whether `exc` condemns the connection rather than the statement.
+
+    Besides disconnects SQLAlchemy recognises, any asyncpg interface error counts: after a
+    `pg_terminate_backend` asyncpg has been seen to answer "cannot switch to state …;
+    another operation is in progress" on a connection it still calls open, and such a
+    connection must be discarded, never reused.
+    """
+    return exc.connection_invalidated or isinstance(exc, sa_exc.InterfaceError)
+
+
 class PostgresDocumentStore(SqlDocumentStore):
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
     async def _now(self, conn: AsyncConnection) -> datetime:
         now: datetime = (await conn.execute(_CLOCK)).scalar_one()
         return now
 
     async def _rows(self, statement: Executable, **arguments: Any) -> list[Row[Any]]:
-        async with self._write() as conn:
-            return list((await conn.execute(statement, arguments)).all())
+        """The rows of one lease function, called in autocommit: one round trip.
+
+        A connection lost under the call is discarded and the call sent once more on a
+        fresh one. Sending it again is safe: a statement whose connection died before its
+        commit changed nothing, and in the rare case that the commit happened but its
+        reply was lost, the second call meets the state the first left, exactly as a
+        worker's own retry would (a renewal renews again; a release or acquire finds the
+        lease already gone or held and says so; a claim leases other rows, and the lease
+        nobody learnt of expires and is recovered by the sweeper).
+        """
+        with translated_errors():
+            try:
+                return await self._autocommit_rows(statement, arguments)
+            except _ConnectionLost as lost:
+                try:
+                    return await self._autocommit_rows(statement, arguments)
+                except _ConnectionLost as again:
+                    raise again.error from lost.error
+
+    async def _autocommit_rows(
+        self, statement: Executable, arguments: dict[str, Any]
+    ) -> list[Row[Any]]:
+        async with self._autocommit.connect() as conn:
+            try:
+                return list((await conn.execute(statement, arguments)).all())
+            except sa_exc.DBAPIError as exc:
+                if not _connection_broken(exc):
+                    raise
+                if not conn.invalidated:  # never back into the pool, whatever its state
+                    await conn.invalidate()
+                raise _ConnectionLost(exc) from exc
 
     @shielded
     async def acquire_document_lease(
@@ -128,6 +207,23 @@ class PostgresDocumentStore(SqlDocumentStore):
         )
         status = None if row.status is None else Status(row.status)
         return ReleaseResult(row.applied, status, row.not_before, row.dispatch_seq)
+
+    @shielded
+    async def complete(self, lease: Lease, completion: Completion) -> None:
+        """The completion transaction as one function call (migration 0005)."""
+        (row,) = await self._rows(
+            _COMPLETE,
+            document_id=lease.document_id,
+            lease_token=lease.token,
+            page_count=completion.page_count,
+            embedding_model=completion.embedding_model,
+            embedding_dimensions=completion.embedding_dimensions,
+            stage_seconds=json.dumps(completion.stage_seconds),
+        )
+        if not row[0]:
+            raise LeaseLost(
+                f"the lease on document {lease.document_id} is no longer held by this token"
+            )
 
     @shielded
     async def find_expired_leases(self, limit: int) -> list[Dispatch]:

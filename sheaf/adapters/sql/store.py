@@ -54,6 +54,7 @@ from sheaf.errors import LeaseLost, SheafError, StoreUnavailable, TransientError
 # Execution option marking transactions that only read (SQLite then begins DEFERRED).
 READ_ONLY = "sheaf_read_only"
 LEASE_CLEARED: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
+INDEX_STAGE = "index"  # the pipeline stage in which chunks are written
 SEARCH_BATCH_ROWS = 2048  # bounds the memory of one search step, whatever the corpus size
 _KEYS_PER_QUERY = 500  # stays far below every driver's bound-parameter limit
 
@@ -201,8 +202,12 @@ class SqlDocumentStore(ABC):
 
     @shielded
     async def write_chunks(self, lease: Lease, chunks: Sequence[EmbeddedChunk]) -> None:
+        """Stage chunks under the lease, and record `index` as the stage the worker is in:
+        the heartbeat reports stages only every few seconds, and this transaction holds
+        the row anyway."""
         async with self._write() as conn:
             await lock_leased_row(conn, lease.document_id, lease.token)
+            await record_stage(conn, lease.document_id, lease.token, INDEX_STAGE)
             if chunks:
                 await conn.execute(insert(chunk_table), [_chunk_row(lease, c) for c in chunks])
 
@@ -437,6 +442,13 @@ async def lock_leased_row(conn: AsyncConnection, document_id: str, token: str) -
     )
     if (await conn.execute(query.with_for_update())).first() is None:
         raise LeaseLost(f"the lease on document {document_id} is no longer held by this token")
+
+
+async def record_stage(conn: AsyncConnection, document_id: str, token: str, stage: str) -> None:
+    """Set the stage on the row and on its attempt, as a renewal does (row locked by caller)."""
+    await update_document(conn, document_id, current_stage=stage)
+    a = attempts.c
+    await conn.execute(update(attempts).where(a.lease_token == token).values(stage=stage))
 
 
 async def complete_locked(
