@@ -25,7 +25,12 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sheaf.adapters.sql.schema import UTCDateTime
-from sheaf.adapters.sql.store import SqlDocumentStore, shielded, translated_errors
+from sheaf.adapters.sql.store import (
+    DEFAULT_SEARCH_CACHE_BYTES,
+    SqlDocumentStore,
+    shielded,
+    translated_errors,
+)
 from sheaf.domain.models import (
     AcquireOutcome,
     AcquireResult,
@@ -109,8 +114,10 @@ def _connection_broken(exc: sa_exc.DBAPIError) -> bool:
 
 
 class PostgresDocumentStore(SqlDocumentStore):
-    def __init__(self, engine: AsyncEngine) -> None:
-        super().__init__(engine)
+    def __init__(
+        self, engine: AsyncEngine, *, search_cache_bytes: int = DEFAULT_SEARCH_CACHE_BYTES
+    ) -> None:
+        super().__init__(engine, search_cache_bytes=search_cache_bytes)
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def _now(self, conn: AsyncConnection) -> datetime:
