@@ -78,18 +78,25 @@ def translate_error(exc: BaseException) -> SheafError | None:
     if isinstance(exc, sa_exc.DBAPIError):
         state = getattr(exc.orig, "sqlstate", None) or ""
         message = str(exc.orig)
-        unavailable = state in _UNAVAILABLE_SQLSTATES or state.startswith(_UNAVAILABLE_CLASSES)
-        if exc.connection_invalidated or unavailable:
+        if exc.connection_invalidated:
             return StoreUnavailable(f"database connection failed: {message}")
-        if state in _CONFLICT_SQLSTATES or any(m in message.lower() for m in _SQLITE_BUSY):
-            return TransientError(f"database conflict: {message}", code="database_conflict")
         if "unable to open database file" in message:
             return StoreUnavailable(f"database file cannot be opened: {message}")
-        return None
+        return translate_state(state, message)
     if isinstance(exc, OSError):  # refused, reset, timed out while connecting
         return StoreUnavailable(f"database unreachable: {exc}")
     if isinstance(exc, sa_exc.TimeoutError):
         return TransientError("no database connection free in the pool", code="pool_timeout")
+    return None
+
+
+def translate_state(state: str, message: str) -> SheafError | None:
+    """The `sheaf.errors` type of a database error by its SQLSTATE (and, for SQLite, which
+    has none, by its message); None when it is a bug to surface."""
+    if state in _UNAVAILABLE_SQLSTATES or state.startswith(_UNAVAILABLE_CLASSES):
+        return StoreUnavailable(f"database connection failed: {message}")
+    if state in _CONFLICT_SQLSTATES or any(m in message.lower() for m in _SQLITE_BUSY):
+        return TransientError(f"database conflict: {message}", code="database_conflict")
     return None
 
 

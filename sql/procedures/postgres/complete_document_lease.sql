@@ -19,11 +19,14 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     t timestamptz;
+    v_status text;
+    v_token text;
 BEGIN
-    PERFORM 1 FROM documents d
-    WHERE d.id = p_document_id AND d.lease_token = p_lease_token AND d.status = 'processing'
-    FOR UPDATE;
-    IF NOT FOUND THEN
+    -- By primary key alone, then compared: a condition on status here let the planner
+    -- walk a status index over every row being processed.
+    SELECT d.status, d.lease_token INTO v_status, v_token
+    FROM documents d WHERE d.id = p_document_id FOR UPDATE;
+    IF NOT FOUND OR v_status <> 'processing' OR v_token IS DISTINCT FROM p_lease_token THEN
         RETURN false;
     END IF;
     t := clock_timestamp();  -- read after the row lock, never before
