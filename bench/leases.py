@@ -9,9 +9,7 @@ checked: no job may be claimed twice, neither in the claimers' records nor in th
 system's own history (Sheaf's `attempts`, procrastinate's `started` events), and the
 number of finished jobs in the database must equal the number of claims.
 
-The systems are described in `bench.lease_clients`. "Sheaf + ready index" runs Sheaf's
-store against a database given one extra index that Sheaf's schema does not have (see
-`READY_INDEX`): it measures a proposed fix, and is labelled as such.
+The systems are described in `bench.lease_clients`.
 """
 
 from __future__ import annotations
@@ -54,7 +52,7 @@ FULL = Plan(rows=50_000, seconds=10.0)
 class System:
     key: str  # the claimer in bench.lease_clients
     label: str
-    schema: str  # which database it runs on: bare, procrastinate, sheaf, sheaf-indexed
+    schema: str  # which database it runs on: bare, procrastinate, sheaf
 
 
 SYSTEMS = (
@@ -62,13 +60,6 @@ SYSTEMS = (
     System("procrastinate", "procrastinate fetch + finish", "procrastinate"),
     System("sheaf", "Sheaf claim + release(success)", "sheaf"),
     System("sheaf-complete", "Sheaf claim + complete()", "sheaf"),
-    System("sheaf", "Sheaf + ready index (proposal)", "sheaf-indexed"),
-)
-
-# The index the claim's ORDER BY needs (see docs/benchmarks.md); not part of Sheaf's schema.
-READY_INDEX = (
-    "CREATE INDEX bench_documents_ready ON documents "
-    "((coalesce(not_before, created_at)), created_at) WHERE status = 'queued'"
 )
 
 _SEED = {
@@ -197,8 +188,6 @@ class _Databases:
                 _execute(dsn, [SchemaManager.get_schema()])
             else:
                 await asyncio.to_thread(upgrade, sqlalchemy_url(dsn))
-                if schema == "sheaf-indexed":
-                    _execute(dsn, [READY_INDEX])
 
 
 def _execute(dsn: str, statements: list[str], **params: object) -> None:
@@ -208,8 +197,7 @@ def _execute(dsn: str, statements: list[str], **params: object) -> None:
 
 
 def _seed(dsn: str, schema: str, rows: int) -> None:
-    family = "sheaf" if schema.startswith("sheaf") else schema
-    _execute(dsn, [*_SEED[family], "CHECKPOINT"], rows=rows)
+    _execute(dsn, [*_SEED[schema], "CHECKPOINT"], rows=rows)
 
 
 def _explain_claims(ctx: Context, databases: _Databases, plan: Plan) -> None:
@@ -219,8 +207,7 @@ def _explain_claims(ctx: Context, databases: _Databases, plan: Plan) -> None:
     set to NOTICE the plans come back to this client instead of the server's log.
     """
     for schema, call in (
-        ("sheaf", "SELECT * FROM claim_queued_documents('explain', 60, 1)"),
-        ("sheaf-indexed", "SELECT * FROM claim_queued_documents('explain', 60, 1)"),
+        ("sheaf", "SELECT * FROM claim_queued_documents_v2('explain', 60, 1, 0)"),
         ("procrastinate", "SELECT * FROM procrastinate_fetch_job_v2(NULL, NULL)"),
     ):
         dsn = databases.dsn[schema]
@@ -321,8 +308,7 @@ def _verify(
     start_at, outcomes = run
     claimed = [job for o in outcomes for job in o.claimed]
     twice = sum(n - 1 for n in Counter(claimed).values() if n > 1)
-    family = "sheaf" if system.schema.startswith("sheaf") else system.schema
-    finished_query, twice_query = _CHECKS[family]
+    finished_query, twice_query = _CHECKS[system.schema]
     with psycopg.connect(dsn, autocommit=True) as conn:
         finished = _scalar(conn, finished_query)
         history_twice = None if twice_query is None else _scalar(conn, twice_query)

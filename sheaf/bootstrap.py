@@ -41,6 +41,7 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
         store = await open_store(
             settings.database_url.get_secret_value(),
             credential=credential if settings.database_auth == "entra" else None,
+            search_cache_bytes=settings.search_cache_bytes,
         )
         stack.push_async_callback(store.close)
         await check_schema(store.engine)

@@ -140,6 +140,13 @@ class Settings(BaseModel):
     max_upload_bytes: int = Field(
         100 * MiB, ge=1, description="Uploads larger than this are refused with 413."
     )
+    search_cache_bytes: int = Field(
+        512 * MiB,
+        ge=0,
+        description="Memory exact search may keep vectors in between searches, per API "
+        "process (512 MiB: ~130,000 chunks of 1,024 dimensions); a collection that does not "
+        "fit is read from the database on every search. 0 = no cache.",
+    )
 
     api_url: str = Field(
         "http://127.0.0.1:8000", description="API the CLI's user commands talk to."

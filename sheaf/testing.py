@@ -274,6 +274,7 @@ class InMemoryDocumentStore:
                 for c in chunks
             ]
             self._chunks.extend(staged)  # all or nothing: built before anything is added
+            row.current_stage = self._attempts[lease.token].stage = "index"
 
     async def complete(self, lease: Lease, completion: Completion) -> None:
         async with self._lock:

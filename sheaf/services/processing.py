@@ -1,8 +1,11 @@
 """Processing one leased document: download → extract → chunk → embed → index → complete.
 
 The caller already holds the lease. While the pipeline runs, a heartbeat renews the lease
-and records the stage; if a renewal is refused the pipeline is cancelled at once (the
-fencing token would reject its writes anyway). Every way out of here settles the lease:
+every `heartbeat_seconds` and records the stage the pipeline is in then; if a renewal is
+refused the pipeline is cancelled at once (the fencing token would reject its writes
+anyway). Entering a stage costs no write: the stage travels with the next renewal, and
+each chunk write records the `index` stage in its own transaction. Every way out of here
+settles the lease:
 
     completed            store.complete (one transaction; LeaseLost → nothing to do)
     PermanentError       release(permanent)     → failed, a human looks at it
@@ -24,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sheaf import logs, metrics
-from sheaf.aio import wait_event
 from sheaf.domain.chunking import chunk_pages, content_hash
 from sheaf.domain.models import (
     Chunk,
@@ -46,20 +48,20 @@ log = logging.getLogger(__name__)
 class Stages:
     """Which stage the attempt is in, and how long each stage took.
 
-    Entering a stage for the first time wakes the heartbeat, so the row records where a
-    worker was even when it dies between two regular renewals.
+    Kept here only: the heartbeat's next renewal records `current` on the row. A renewal
+    at every stage change cost up to five extra write transactions per document (one
+    commit each, and on SQLite each waits for the one write lock) to learn where a worker
+    died more precisely than within one heartbeat; the chunk writes, which happen anyway,
+    record the `index` stage.
     """
 
     current: str = "download"
     seconds: dict[str, float] = field(default_factory=dict)
-    entered: asyncio.Event = field(default_factory=asyncio.Event)
     lost: bool = False  # a renewal was refused: the lease belongs to someone else now
 
     @contextlib.asynccontextmanager
     async def stage(self, name: str) -> AsyncIterator[None]:
         self.current = name
-        if name not in self.seconds:
-            self.entered.set()
         start = time.perf_counter()
         try:
             yield
@@ -208,8 +210,7 @@ async def _heartbeat(deps: Deps, lease: Lease, stages: Stages) -> None:
     """Renew until cancelled; return (ending the attempt) when the lease is lost."""
     settings = deps.settings
     while True:
-        await wait_event(stages.entered, settings.heartbeat_seconds)
-        stages.entered.clear()
+        await asyncio.sleep(settings.heartbeat_seconds)
         try:
             renewed = await deps.store.renew_document_lease(
                 lease.document_id, lease.token, settings.lease_seconds, stages.current

@@ -30,6 +30,7 @@ LEASE_FUNCTIONS = {
     "claim_queued_documents",
     "claim_queued_documents_v2",
     "claim_stale_dispatches",
+    "complete_document_lease",
 }
 EXPECTED_COLUMNS = {
     name: {c.name for c in table.columns} for name, table in metadata.tables.items()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -617,6 +618,25 @@ async def test_chunks_stay_invisible_until_completion(
     await store.write_chunks(lease, [])
     assert await store.document_chunks(doc.id) == []
     assert await store.search(doc.collection, (1.0, 0.0, 0.0), "m", 5) == []
+
+
+async def test_a_chunk_write_records_the_index_stage(
+    store: DocumentStore, make_document: MakeDocument
+) -> None:
+    """Workers renew only on their heartbeat's timer; the chunk writes say where they are."""
+    doc = await make_document()
+    lease = await lease_of(store, doc)
+    await store.write_chunks(lease, embedded((1.0, 0.0, 0.0)))
+    now = await reload(store, doc)
+    assert (now.current_stage, now.history[-1].stage) == ("index", "index")
+    other = await make_document()
+    other_lease = await lease_of(store, other)
+    await store.renew_document_lease(other.id, other_lease.token, LONG, "extract")
+    stale = dataclasses.replace(lease, document_id=other.id)  # someone else's document
+    with pytest.raises(LeaseLost):
+        await store.write_chunks(stale, embedded((1.0, 0.0, 0.0)))
+    untouched = await reload(store, other)
+    assert (untouched.current_stage, untouched.history[-1].stage) == ("extract", "extract")
 
 
 async def test_delete_fences_out_the_worker(

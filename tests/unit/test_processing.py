@@ -65,6 +65,48 @@ def slowed(deps: Deps, delay: float, fail: Exception | None = None) -> Deps:
     return dataclasses.replace(deps, embedder=SlowEmbedder(deps.embedder, delay, fail))
 
 
+class RenewalLog:
+    """The fake store, recording the stage each renewal reports."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.stages: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def renew_document_lease(
+        self, document_id: str, lease_token: str, lease_seconds: float, stage: str
+    ) -> bool:
+        self.stages.append(stage)
+        renew = self.inner.renew_document_lease  # type: ignore[attr-defined]
+        return await renew(document_id, lease_token, lease_seconds, stage)  # type: ignore[no-any-return]
+
+
+def logging_renewals(deps: Deps) -> tuple[Deps, RenewalLog]:
+    log = RenewalLog(deps.store)
+    return dataclasses.replace(deps, store=log), log  # type: ignore[arg-type]
+
+
+async def test_entering_stages_costs_no_renewal() -> None:
+    """A document done within one heartbeat writes nothing but its chunks and completion."""
+    deps, renewals = logging_renewals(make_deps(heartbeat_seconds=30, lease_seconds=90))
+    created = await put(deps)
+    assert await process_document(deps, await claim(deps)) == "completed"
+    assert renewals.stages == []
+    assert (await doc(deps, created.id)).history[0].stage == "index"  # set by the chunk write
+
+
+async def test_the_heartbeat_reports_the_stage_the_document_is_in(deps: Deps) -> None:
+    logged, renewals = logging_renewals(deps)
+    slow = slowed(logged, delay=0.25)  # every embedding call outlasts two heartbeats
+    created = await put(slow)
+    assert await process_document(slow, await claim(slow)) == "completed"
+    assert "embed" in renewals.stages
+    assert set(renewals.stages) <= {"download", "extract", "chunk", "embed", "index"}
+    assert (await doc(deps, created.id)).attempts == 1
+
+
 async def test_a_document_is_processed_and_searchable(deps: Deps) -> None:
     pdf = make_pdf(["alpha beta gamma " * 8, "delta epsilon zeta eta theta " * 5])
     created = await put(deps, pdf)

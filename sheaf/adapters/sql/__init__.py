@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sheaf.adapters.sql.mssql import MssqlDocumentStore, create_mssql_engine, validate_mssql_url
 from sheaf.adapters.sql.postgres import PostgresDocumentStore, create_postgres_engine
 from sheaf.adapters.sql.sqlite import SqliteDocumentStore, create_sqlite_engine
-from sheaf.adapters.sql.store import SqlDocumentStore
+from sheaf.adapters.sql.store import DEFAULT_SEARCH_CACHE_BYTES, SqlDocumentStore
 from sheaf.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -73,11 +73,17 @@ def create_engine(
 
 
 async def open_store(
-    url: str, *, pool_size: int = 5, credential: AsyncTokenCredential | None = None
+    url: str,
+    *,
+    pool_size: int = 5,
+    credential: AsyncTokenCredential | None = None,
+    search_cache_bytes: int = DEFAULT_SEARCH_CACHE_BYTES,
 ) -> SqlDocumentStore:
+    """The store for `url`. `search_cache_bytes` bounds the memory exact search keeps
+    vectors in between searches (`sheaf.adapters.sql.vectors`); 0 reads them every time."""
     engine = create_engine(url, pool_size=pool_size, credential=credential)
     if engine.dialect.name == "sqlite":
-        return SqliteDocumentStore(engine)
+        return SqliteDocumentStore(engine, search_cache_bytes=search_cache_bytes)
     if engine.dialect.name == "mssql":
-        return MssqlDocumentStore(engine)
-    return PostgresDocumentStore(engine)
+        return MssqlDocumentStore(engine, search_cache_bytes=search_cache_bytes)
+    return PostgresDocumentStore(engine, search_cache_bytes=search_cache_bytes)

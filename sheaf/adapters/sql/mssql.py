@@ -39,7 +39,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from sheaf.adapters.sql.mssql_auth import AccessTokens, require_tokenless_url, token_connector
 from sheaf.adapters.sql.schema import UTCDateTime
-from sheaf.adapters.sql.store import SqlDocumentStore, shielded, translate_error
+from sheaf.adapters.sql.store import (
+    DEFAULT_SEARCH_CACHE_BYTES,
+    SqlDocumentStore,
+    shielded,
+    translate_error,
+)
 from sheaf.domain.models import (
     AcquireOutcome,
     AcquireResult,
@@ -364,8 +369,14 @@ def _retried(
 
 
 class MssqlDocumentStore(SqlDocumentStore):
-    def __init__(self, engine: AsyncEngine, *, retry_policy: RetryPolicy | None = None) -> None:
-        super().__init__(engine)
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        search_cache_bytes: int = DEFAULT_SEARCH_CACHE_BYTES,
+    ) -> None:
+        super().__init__(engine, search_cache_bytes=search_cache_bytes)
         self.retry_policy = retry_policy or RetryPolicy()
 
     async def _now(self, conn: AsyncConnection) -> datetime:

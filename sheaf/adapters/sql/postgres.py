@@ -2,24 +2,29 @@
 
 The functions live in `sql/procedures/postgres/` (installed by the migrations); Python only
 binds arguments and maps result rows, so the atomic claim is one statement on the server
-(`FOR UPDATE SKIP LOCKED`) and the clock is the server's `clock_timestamp()`. Each call runs
-in its own transaction, which also scopes the `SET LOCAL lock_timeout` of the acquire.
+(`FOR UPDATE SKIP LOCKED`) and the clock is the server's `clock_timestamp()`. Each call is
+one round trip in autocommit (`sheaf.adapters.sql.postgres_calls`), which also scopes the
+`SET LOCAL lock_timeout` of the acquire to that one statement.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Executable, Row, TextualSelect, text
+import asyncpg
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from sheaf.adapters.sql.postgres_calls import FunctionCalls, replace_closed
 from sheaf.adapters.sql.schema import UTCDateTime
-from sheaf.adapters.sql.store import SqlDocumentStore, shielded
+from sheaf.adapters.sql.store import DEFAULT_SEARCH_CACHE_BYTES, SqlDocumentStore, shielded
 from sheaf.domain.models import (
     AcquireOutcome,
     AcquireResult,
+    Completion,
     Dispatch,
     ErrorInfo,
     Lease,
@@ -27,85 +32,63 @@ from sheaf.domain.models import (
     ReleaseResult,
     Status,
 )
+from sheaf.errors import LeaseLost
 
 
 def create_postgres_engine(url: URL, pool_size: int) -> AsyncEngine:
-    # pre_ping: a pooled connection the server dropped is replaced, not handed out.
-    return create_async_engine(url, pool_size=pool_size, pool_pre_ping=True)
+    """No `pool_pre_ping` (three round trips per checkout): `replace_closed` catches the
+    connections the server closed, for free (see `sheaf.adapters.sql.postgres_calls`)."""
+    engine = create_async_engine(url, pool_size=pool_size)
+    event.listen(engine.sync_engine, "checkout", replace_closed)
+    return engine
 
 
-def _call(function: str, *arguments: str) -> TextualSelect:
-    """`SELECT * FROM function(:a, :b)` with its timestamp columns read as aware UTC."""
-    params = ", ".join(f":{name}" for name in arguments)
-    # Only the fixed names above reach this f-string; values are always bound.
-    return text(f"SELECT * FROM {function}({params})").columns(
-        not_before=UTCDateTime, lease_expires_at=UTCDateTime
-    )
+def _call(function: str, arguments: int) -> str:
+    """`SELECT * FROM function($1, …)`; only the fixed names below reach the f-string."""
+    return f"SELECT * FROM {function}({', '.join(f'${n + 1}' for n in range(arguments))})"
 
 
-_ACQUIRE = _call("acquire_document_lease", "document_id", "worker_id", "lease_seconds")
-_RENEW = text("SELECT renew_document_lease(:document_id, :lease_token, :lease_seconds, :stage)")
-_RELEASE = _call(
-    "release_document_lease",
-    "document_id",
-    "lease_token",
-    "outcome",
-    "error_code",
-    "error",
-    "retry_delay",
-)
-_FIND_EXPIRED = _call("find_expired_leases", "limit")
-_CLAIM_QUEUED = _call(
-    "claim_queued_documents_v2", "worker_id", "lease_seconds", "limit", "ready_for_seconds"
-)
-_CLAIM_STALE = _call("claim_stale_dispatches", "older_than", "limit")
+_ACQUIRE = _call("acquire_document_lease", 3)  # document, worker, lease seconds
+_RENEW = "SELECT renew_document_lease($1, $2, $3, $4)"  # document, token, seconds, stage
+_RELEASE = _call("release_document_lease", 6)  # document, token, outcome, code, error, delay
+_FIND_EXPIRED = _call("find_expired_leases", 1)  # limit
+_CLAIM_QUEUED = _call("claim_queued_documents_v2", 4)  # worker, seconds, limit, ready for
+_CLAIM_STALE = _call("claim_stale_dispatches", 2)  # older than, limit
+_COMPLETE = "SELECT complete_document_lease($1, $2, $3, $4, $5, $6)"  # see migration 0005
 _CLOCK = text("SELECT clock_timestamp() AS now").columns(now=UTCDateTime)
 
 
 class PostgresDocumentStore(SqlDocumentStore):
+    def __init__(
+        self, engine: AsyncEngine, *, search_cache_bytes: int = DEFAULT_SEARCH_CACHE_BYTES
+    ) -> None:
+        super().__init__(engine, search_cache_bytes=search_cache_bytes)
+        self._calls = FunctionCalls(engine)
+
     async def _now(self, conn: AsyncConnection) -> datetime:
         now: datetime = (await conn.execute(_CLOCK)).scalar_one()
         return now
 
-    async def _rows(self, statement: Executable, **arguments: Any) -> list[Row[Any]]:
-        async with self._write() as conn:
-            return list((await conn.execute(statement, arguments)).all())
+    async def _rows(self, sql: str, *arguments: Any) -> list[asyncpg.Record]:
+        return await self._calls.rows(sql, *arguments)
 
     @shielded
     async def acquire_document_lease(
         self, document_id: str, worker_id: str, lease_seconds: float
     ) -> AcquireResult:
-        (row,) = await self._rows(
-            _ACQUIRE,
-            document_id=document_id,
-            worker_id=worker_id,
-            lease_seconds=float(lease_seconds),
-        )
-        outcome = AcquireOutcome(row.outcome)
-        status = None if row.status is None else Status(row.status)
+        (row,) = await self._rows(_ACQUIRE, document_id, worker_id, float(lease_seconds))
+        outcome = AcquireOutcome(row["outcome"])
+        status = None if row["status"] is None else Status(row["status"])
         if outcome is not AcquireOutcome.ACQUIRED:
-            return AcquireResult(outcome, None, row.not_before, row.dispatch_seq, status)
-        lease = Lease(
-            document_id=document_id,
-            collection=row.collection,
-            token=row.lease_token,
-            worker_id=worker_id,
-            expires_at=row.lease_expires_at,
-            attempt=row.attempt,
-            dispatch_seq=row.dispatch_seq,
-            blob_key=row.blob_key,
-            content_type=row.content_type,
-        )
-        return AcquireResult(outcome, lease, dispatch_seq=row.dispatch_seq, status=status)
+            return AcquireResult(outcome, None, row["not_before"], row["dispatch_seq"], status)
+        lease = _lease(row, document_id=document_id, worker_id=worker_id)
+        return AcquireResult(outcome, lease, dispatch_seq=row["dispatch_seq"], status=status)
 
     @shielded
     async def renew_document_lease(
         self, document_id: str, lease_token: str, lease_seconds: float, stage: str
     ) -> bool:
-        arguments = {"lease_seconds": float(lease_seconds), "stage": stage}
-        (row,) = await self._rows(
-            _RENEW, document_id=document_id, lease_token=lease_token, **arguments
-        )
+        (row,) = await self._rows(_RENEW, document_id, lease_token, float(lease_seconds), stage)
         return bool(row[0])
 
     @shielded
@@ -119,57 +102,71 @@ class PostgresDocumentStore(SqlDocumentStore):
     ) -> ReleaseResult:
         (row,) = await self._rows(
             _RELEASE,
-            document_id=document_id,
-            lease_token=lease_token,
-            outcome=outcome.value,
-            error_code=None if error is None else error.code,
-            error=None if error is None else error.message,
-            retry_delay=float(retry_delay),
+            document_id,
+            lease_token,
+            outcome.value,
+            None if error is None else error.code,
+            None if error is None else error.message,
+            float(retry_delay),
         )
-        status = None if row.status is None else Status(row.status)
-        return ReleaseResult(row.applied, status, row.not_before, row.dispatch_seq)
+        status = None if row["status"] is None else Status(row["status"])
+        return ReleaseResult(row["applied"], status, row["not_before"], row["dispatch_seq"])
+
+    @shielded
+    async def complete(self, lease: Lease, completion: Completion) -> None:
+        """The completion transaction as one function call (migration 0005)."""
+        (row,) = await self._rows(
+            _COMPLETE,
+            lease.document_id,
+            lease.token,
+            completion.page_count,
+            completion.embedding_model,
+            completion.embedding_dimensions,
+            json.dumps(completion.stage_seconds),
+        )
+        if not row[0]:
+            raise LeaseLost(
+                f"the lease on document {lease.document_id} is no longer held by this token"
+            )
 
     @shielded
     async def find_expired_leases(self, limit: int) -> list[Dispatch]:
-        return [_dispatch(row) for row in await self._rows(_FIND_EXPIRED, limit=limit)]
+        return [_dispatch(row) for row in await self._rows(_FIND_EXPIRED, limit)]
 
     @shielded
     async def claim_queued_documents(
         self, worker_id: str, lease_seconds: float, limit: int, ready_for: float = 0.0
     ) -> list[Lease]:
         rows = await self._rows(
-            _CLAIM_QUEUED,
-            worker_id=worker_id,
-            lease_seconds=float(lease_seconds),
-            limit=limit,
-            ready_for_seconds=float(ready_for),
+            _CLAIM_QUEUED, worker_id, float(lease_seconds), limit, float(ready_for)
         )
-        return [
-            Lease(
-                document_id=row.document_id,
-                collection=row.collection,
-                token=row.lease_token,
-                worker_id=worker_id,
-                expires_at=row.lease_expires_at,
-                attempt=row.attempt,
-                dispatch_seq=row.dispatch_seq,
-                blob_key=row.blob_key,
-                content_type=row.content_type,
-            )
-            for row in rows
-        ]
+        return [_lease(row, document_id=row["document_id"], worker_id=worker_id) for row in rows]
 
     @shielded
     async def claim_stale_dispatches(self, older_than: float, limit: int) -> list[Dispatch]:
-        rows = await self._rows(_CLAIM_STALE, older_than=float(older_than), limit=limit)
+        rows = await self._rows(_CLAIM_STALE, float(older_than), limit)
         return [_dispatch(row) for row in rows]
 
 
-def _dispatch(row: Row[Any]) -> Dispatch:
+def _lease(row: asyncpg.Record, *, document_id: str, worker_id: str) -> Lease:
+    return Lease(
+        document_id=document_id,
+        collection=row["collection"],
+        token=row["lease_token"],
+        worker_id=worker_id,
+        expires_at=row["lease_expires_at"],
+        attempt=row["attempt"],
+        dispatch_seq=row["dispatch_seq"],
+        blob_key=row["blob_key"],
+        content_type=row["content_type"],
+    )
+
+
+def _dispatch(row: asyncpg.Record) -> Dispatch:
     return Dispatch(
-        document_id=row.document_id,
-        collection=row.collection,
-        dispatch_seq=row.dispatch_seq,
-        status=Status(row.status),
-        not_before=row.not_before,
+        document_id=row["document_id"],
+        collection=row["collection"],
+        dispatch_seq=row["dispatch_seq"],
+        status=Status(row["status"]),
+        not_before=row["not_before"],
     )

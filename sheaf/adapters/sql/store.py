@@ -22,12 +22,13 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Join, RowMapping, delete, func, insert, or_, select, text, update
+from sqlalchemy import Join, RowMapping, Select, delete, func, insert, or_, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sheaf.adapters.sql.schema import attempts, documents
 from sheaf.adapters.sql.schema import chunks as chunk_table
+from sheaf.adapters.sql.vectors import VectorCache, best_of
 from sheaf.domain.chunking import content_hash
 from sheaf.domain.models import (
     AcquireResult,
@@ -54,7 +55,9 @@ from sheaf.errors import LeaseLost, SheafError, StoreUnavailable, TransientError
 # Execution option marking transactions that only read (SQLite then begins DEFERRED).
 READ_ONLY = "sheaf_read_only"
 LEASE_CLEARED: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
-SEARCH_BATCH_ROWS = 2048  # bounds the memory of one search step, whatever the corpus size
+INDEX_STAGE = "index"  # the pipeline stage in which chunks are written
+SEARCH_BATCH_ROWS = 2048  # bounds the memory of one streamed search step
+DEFAULT_SEARCH_CACHE_BYTES = 512 * 1024 * 1024  # ~130,000 vectors of 1,024 dimensions
 _KEYS_PER_QUERY = 500  # stays far below every driver's bound-parameter limit
 
 _CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})  # serialization, deadlock, lock
@@ -75,18 +78,25 @@ def translate_error(exc: BaseException) -> SheafError | None:
     if isinstance(exc, sa_exc.DBAPIError):
         state = getattr(exc.orig, "sqlstate", None) or ""
         message = str(exc.orig)
-        unavailable = state in _UNAVAILABLE_SQLSTATES or state.startswith(_UNAVAILABLE_CLASSES)
-        if exc.connection_invalidated or unavailable:
+        if exc.connection_invalidated:
             return StoreUnavailable(f"database connection failed: {message}")
-        if state in _CONFLICT_SQLSTATES or any(m in message.lower() for m in _SQLITE_BUSY):
-            return TransientError(f"database conflict: {message}", code="database_conflict")
         if "unable to open database file" in message:
             return StoreUnavailable(f"database file cannot be opened: {message}")
-        return None
+        return translate_state(state, message)
     if isinstance(exc, OSError):  # refused, reset, timed out while connecting
         return StoreUnavailable(f"database unreachable: {exc}")
     if isinstance(exc, sa_exc.TimeoutError):
         return TransientError("no database connection free in the pool", code="pool_timeout")
+    return None
+
+
+def translate_state(state: str, message: str) -> SheafError | None:
+    """The `sheaf.errors` type of a database error by its SQLSTATE (and, for SQLite, which
+    has none, by its message); None when it is a bug to surface."""
+    if state in _UNAVAILABLE_SQLSTATES or state.startswith(_UNAVAILABLE_CLASSES):
+        return StoreUnavailable(f"database connection failed: {message}")
+    if state in _CONFLICT_SQLSTATES or any(m in message.lower() for m in _SQLITE_BUSY):
+        return TransientError(f"database conflict: {message}", code="database_conflict")
     return None
 
 
@@ -132,10 +142,13 @@ def shielded(
 class SqlDocumentStore(ABC):
     """`sheaf.ports.DocumentStore` on one SQL database; build it with `open_store(url)`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, search_cache_bytes: int = DEFAULT_SEARCH_CACHE_BYTES
+    ) -> None:
         self._engine = engine
         self._reader = engine.execution_options(**{READ_ONLY: True})
         self._in_flight: set[asyncio.Future[Any]] = set()
+        self._vectors = VectorCache(search_cache_bytes) if search_cache_bytes > 0 else None
 
     def _settled(self, task: asyncio.Future[Any]) -> None:
         self._in_flight.discard(task)
@@ -201,8 +214,12 @@ class SqlDocumentStore(ABC):
 
     @shielded
     async def write_chunks(self, lease: Lease, chunks: Sequence[EmbeddedChunk]) -> None:
+        """Stage chunks under the lease, and record `index` as the stage the worker is in:
+        the heartbeat reports stages only every few seconds, and this transaction holds
+        the row anyway."""
         async with self._write() as conn:
             await lock_leased_row(conn, lease.document_id, lease.token)
+            await record_stage(conn, lease.document_id, lease.token, INDEX_STAGE)
             if chunks:
                 await conn.execute(insert(chunk_table), [_chunk_row(lease, c) for c in chunks])
 
@@ -393,19 +410,20 @@ class SqlDocumentStore(ABC):
     async def search(
         self, collection: str, vector: Sequence[float], model: str, k: int
     ) -> list[SearchHit]:
-        """Exact cosine over every live chunk, `SEARCH_BATCH_ROWS` vectors at a time."""
-        query = np.asarray(vector, dtype=np.float64)
+        """Exact cosine over every live chunk: from the process's vector cache when the
+        space fits its budget (`sheaf.adapters.sql.vectors`), else streamed from the
+        database `SEARCH_BATCH_ROWS` vectors at a time."""
+        query = np.asarray(vector, dtype=np.float32)
         if k <= 0 or query.size == 0:
             return []
-        best = _TopK(k)
+        key = (collection, model, int(query.size))
         async with self._read() as conn:
-            after = 0
-            while rows := await _vector_batch(conn, collection, model, query.size, after):
-                ids = np.fromiter((row.id for row in rows), dtype=np.int64, count=len(rows))
-                matrix = np.frombuffer(b"".join(row.embedding for row in rows), dtype="<f4")
-                best.offer(ids, _cosine(matrix.reshape(len(rows), query.size), query))
-                after = int(ids[-1])
-            return await _hits(conn, best.ranked())
+            ranked = None
+            if self._vectors is not None:
+                ranked = await self._vectors.search(conn, key, query, k, _live_chunks())
+            if ranked is None:
+                ranked = await _scan(conn, key, query, k)
+            return await _hits(conn, ranked)
 
     @shielded
     async def ping(self) -> None:
@@ -451,6 +469,13 @@ async def lock_leased_row(conn: AsyncConnection, document_id: str, token: str) -
     )
     if (await conn.execute(query.with_for_update())).first() is None:
         raise LeaseLost(f"the lease on document {document_id} is no longer held by this token")
+
+
+async def record_stage(conn: AsyncConnection, document_id: str, token: str, stage: str) -> None:
+    """Set the stage on the row and on its attempt, as a renewal does (row locked by caller)."""
+    await update_document(conn, document_id, current_stage=stage)
+    a = attempts.c
+    await conn.execute(update(attempts).where(a.lease_token == token).values(stage=stage))
 
 
 async def complete_locked(
@@ -612,19 +637,30 @@ def _live_chunks() -> Join:
     )
 
 
-async def _vector_batch(
-    conn: AsyncConnection, collection: str, model: str, dimensions: int, after: int
-) -> Sequence[Any]:
+async def _scan(
+    conn: AsyncConnection, key: tuple[str, str, int], query: npt.NDArray[np.float32], k: int
+) -> list[tuple[int, float]]:
+    """Exact top k over the live chunks streamed in one query, one batch in memory at once."""
+    best = _TopK(k)
+    result = await conn.stream(scan_statement(key))
+    async for rows in result.partitions():
+        ids = np.fromiter((row.id for row in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(row.embedding for row in rows), dtype="<f4")
+        best.offer(ids, _cosine(matrix.reshape(len(rows), key[2]), query))
+    return best.ranked()
+
+
+def scan_statement(key: tuple[str, str, int]) -> Select[tuple[int, bytes]]:
+    """Every live vector of (collection, model, dimensions), fetched in batches."""
+    collection, model, dimensions = key
     c = chunk_table.c
-    query = (
+    return (
         select(c.id, c.embedding)
         .select_from(_live_chunks())
         .where(c.collection == collection, c.model == model, c.dimensions == dimensions)
-        .where(c.id > after)
-        .order_by(c.id)
-        .limit(SEARCH_BATCH_ROWS)
+        .order_by(c.id)  # ix_chunks_collection_model: rows in table order, not hash order
+        .execution_options(yield_per=SEARCH_BATCH_ROWS)
     )
-    return (await conn.execute(query)).all()
 
 
 async def _hits(conn: AsyncConnection, ranked: list[tuple[int, float]]) -> list[SearchHit]:
@@ -645,9 +681,9 @@ async def _hits(conn: AsyncConnection, ranked: list[tuple[int, float]]) -> list[
     ]
 
 
-def _cosine(matrix: npt.NDArray[np.float32], query: npt.NDArray[np.float64]) -> Any:
-    norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(query)
-    dots = matrix.astype(np.float64) @ query
+def _cosine(matrix: npt.NDArray[np.float32], query: npt.NDArray[np.float32]) -> Any:
+    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix)) * np.linalg.norm(query)
+    dots = matrix @ query
     return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
 
 
@@ -657,17 +693,14 @@ class _TopK:
     def __init__(self, k: int) -> None:
         self._k = k
         self._ids = np.empty(0, dtype=np.int64)
-        self._scores = np.empty(0, dtype=np.float64)
+        self._scores = np.empty(0, dtype=np.float32)
 
-    def offer(self, ids: npt.NDArray[np.int64], scores: npt.NDArray[np.float64]) -> None:
+    def offer(self, ids: npt.NDArray[np.int64], scores: npt.NDArray[np.float32]) -> None:
         all_ids = np.concatenate([self._ids, ids])
         all_scores = np.concatenate([self._scores, scores])
-        if all_ids.size > self._k:
-            keep = np.argpartition(-all_scores, self._k - 1)[: self._k]
-            all_ids, all_scores = all_ids[keep], all_scores[keep]
-        self._ids, self._scores = all_ids, all_scores
+        keep = np.lexsort((all_ids, -all_scores))[: self._k]  # ties: the lowest ids win
+        self._ids, self._scores = all_ids[keep], all_scores[keep]
 
     def ranked(self) -> list[tuple[int, float]]:
         """Best first; equal scores in chunk-id order so results are deterministic."""
-        order = np.lexsort((self._ids, -self._scores))
-        return [(int(self._ids[i]), float(self._scores[i])) for i in order]
+        return best_of(self._ids, self._scores, self._k)

@@ -7,6 +7,11 @@
 -- whose wake-up message never arrived. The partial index ix_documents_queued_ready
 -- (migration 0004) has the ORDER BY's order, so LIMIT stops after the rows it takes
 -- instead of sorting every queued row.
+--
+-- Rows are picked by one query and then leased one by one by primary key (migration 0005;
+-- same contract). The earlier single UPDATE … FROM (picked rows) had no good generic plan
+-- (unknown LIMIT: a scan of every document), so PostgreSQL planned it afresh on every
+-- call, which cost more than running it; these statements keep their cached plans.
 CREATE OR REPLACE FUNCTION claim_queued_documents_v2(
     p_worker_id text,
     p_lease_seconds double precision,
@@ -27,12 +32,12 @@ AS $$
 #variable_conflict use_column
 DECLARE
     t timestamptz := clock_timestamp();
+    picked text;
 BEGIN
     IF p_limit <= 0 THEN
         RETURN;
     END IF;
-    RETURN QUERY
-    WITH picked AS (
+    FOR picked IN
         SELECT d.id
         FROM documents d
         WHERE d.status = 'queued'
@@ -43,7 +48,7 @@ BEGIN
         ORDER BY coalesce(d.not_before, d.created_at), d.created_at
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
-    ), leased AS (
+    LOOP
         UPDATE documents d
         SET status = 'processing',
             lease_token = gen_random_uuid()::text,
@@ -53,19 +58,15 @@ BEGIN
             started_at = coalesce(d.started_at, t),
             current_stage = 'queued',
             updated_at = t
-        FROM picked p
-        WHERE d.id = p.id
+        WHERE d.id = picked
         RETURNING d.id, d.collection, d.lease_token, d.lease_expires_at, d.attempts,
-                  d.dispatch_seq, d.blob_key, d.content_type, d.not_before, d.created_at
-    ), recorded AS (
+                  d.dispatch_seq, d.blob_key, d.content_type
+        INTO document_id, collection, lease_token, lease_expires_at, attempt, dispatch_seq,
+             blob_key, content_type;
         INSERT INTO attempts (document_id, number, lease_token, worker_id, started_at, outcome,
                               stage)
-        SELECT l.id, l.attempts, l.lease_token, p_worker_id, t, 'running', 'queued'
-        FROM leased l
-    )
-    SELECT l.id::text, l.collection::text, l.lease_token::text, l.lease_expires_at, l.attempts,
-           l.dispatch_seq, l.blob_key::text, l.content_type::text
-    FROM leased l
-    ORDER BY coalesce(l.not_before, l.created_at), l.created_at;  -- the order they were picked
+        VALUES (document_id, attempt, lease_token, p_worker_id, t, 'running', 'queued');
+        RETURN NEXT;  -- in the order picked: oldest first
+    END LOOP;
 END;
 $$;
