@@ -120,6 +120,7 @@ class FakeOpenAI:
         self.latency = latency  # added to every request, so that concurrency shows
         self.scale = scale  # vectors are multiplied by this: clients must normalise
         self.dimensions_override: int | None = None  # answer with this many, whatever asked
+        self.floats_only = False  # ignore `encoding_format`, as some self-hosted servers do
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -217,7 +218,7 @@ class FakeOpenAI:
     def _answer(self, request: RecordedRequest) -> dict[str, Any]:
         asked = request.body.get("dimensions") or self.default_dimensions
         dimensions = self.dimensions_override or asked
-        as_base64 = request.body.get("encoding_format") == "base64"
+        as_base64 = request.body.get("encoding_format") == "base64" and not self.floats_only
         data = []
         for index, text in enumerate(request.inputs):
             vector = fake_vector(text, dimensions) * self.scale

@@ -47,6 +47,8 @@ client: `azure_openai_embedder` (Entra ID token from an injected credential, or 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import math
 import re
@@ -164,8 +166,8 @@ class OpenAIEmbedder:
         pieces = [piece for owner, text in enumerate(texts) for piece in self._pieces(owner, text)]
         batches = list(self._batches(pieces))
         answers = await _all_or_nothing([self._embed_batch(batch) for batch in batches])
-        vectors = [vector for answer in answers for vector in answer]
-        return self._combine(len(texts), pieces, vectors)
+        rows = np.concatenate(answers) if answers else np.empty((0, self.dimensions))
+        return self._combine(len(texts), pieces, rows)
 
     async def close(self) -> None:
         await self._client.close()
@@ -200,20 +202,25 @@ class OpenAIEmbedder:
         if batch:
             yield batch
 
-    def _combine(
-        self, count: int, pieces: Sequence[_Piece], vectors: Sequence[Vector]
-    ) -> list[Vector]:
-        """Token-weighted sum of each text's piece vectors, normalised; zero rows stay zero."""
+    def _combine(self, count: int, pieces: Sequence[_Piece], rows: np.ndarray) -> list[Vector]:
+        """Token-weighted sum of each text's piece vectors, normalised; zero rows stay zero.
+
+        The usual case, one piece per text and no blank text, needs no arithmetic: the rows
+        are unit vectors already, in the callers' order.
+        """
+        if len(pieces) == count and all(piece.owner == i for i, piece in enumerate(pieces)):
+            return [tuple(row) for row in rows.tolist()]
+        owners = np.fromiter((piece.owner for piece in pieces), dtype=np.intp, count=len(pieces))
+        weights = np.fromiter((piece.tokens for piece in pieces), np.float64, count=len(pieces))
         matrix = np.zeros((count, self.dimensions), dtype=np.float64)
-        for piece, vector in zip(pieces, vectors, strict=True):
-            matrix[piece.owner] += piece.tokens * np.asarray(vector, dtype=np.float64)
+        np.add.at(matrix, owners, rows * weights[:, None])
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         matrix = np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
         return [tuple(row) for row in matrix.tolist()]
 
     # -- one request, with retries -----------------------------------------------------
 
-    async def _embed_batch(self, batch: Sequence[_Piece]) -> list[Vector]:
+    async def _embed_batch(self, batch: Sequence[_Piece]) -> np.ndarray:
         texts = [piece.text for piece in batch]
         attempt = 0
         while True:
@@ -246,6 +253,9 @@ class OpenAIEmbedder:
                     input=texts,
                     model=self._deployment,
                     dimensions=self._dimensions_param,
+                    # Asked for explicitly, base64 comes back undecoded: `_vectors` turns
+                    # the whole answer into one matrix, without a Python float per value.
+                    encoding_format="base64",
                     timeout=self._limits.timeout_seconds,
                 )
                 result = "ok"
@@ -311,22 +321,29 @@ class OpenAIEmbedder:
         limits = self._limits
         return retry_delay(attempt, limits.backoff_base_seconds, limits.backoff_max_seconds)
 
-    def _vectors(self, response: CreateEmbeddingResponse, count: int) -> list[Vector]:
-        """The vectors by `index`, each checked for length and normalised."""
-        ordered: list[Vector | None] = [None] * count
+    def _vectors(self, response: CreateEmbeddingResponse, count: int) -> np.ndarray:
+        """The vectors by `index` as the rows of one matrix, checked for length, normalised."""
+        matrix = np.empty((count, self.dimensions), dtype=np.float64)
+        seen = np.zeros(count, dtype=bool)
         for item in response.data:
-            if not 0 <= item.index < count or ordered[item.index] is not None:
+            if not 0 <= item.index < count or seen[item.index]:
                 raise _bad_response(f"{self.model} answered with a stray index {item.index}")
-            if len(item.embedding) != self.dimensions:
+            values = _decode(item.embedding, self.model)
+            if len(values) != self.dimensions:
                 raise _bad_response(
-                    f"{self.model} returned {len(item.embedding)} dimensions, expected "
+                    f"{self.model} returned {len(values)} dimensions, expected "
                     f"{self.dimensions}: does the deployment's model support that size?"
                 )
-            ordered[item.index] = _unit(item.embedding, self.model)
-        missing = [index for index, vector in enumerate(ordered) if vector is None]
-        if missing:
-            raise _bad_response(f"{self.model} returned no vector for inputs {missing[:5]}")
-        return [vector for vector in ordered if vector is not None]
+            matrix[item.index] = values
+            seen[item.index] = True
+        if not seen.all():
+            missing = np.flatnonzero(~seen)[:5].tolist()
+            raise _bad_response(f"{self.model} returned no vector for inputs {missing}")
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        if not (np.isfinite(norms).all() and (norms > 0).all()):
+            raise _bad_response(f"{self.model} returned a zero or non-finite vector")
+        matrix /= norms
+        return matrix
 
 
 # -- factories -------------------------------------------------------------------------
@@ -470,12 +487,21 @@ def _utf8_size(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
-def _unit(values: Sequence[float], model: str) -> Vector:
-    vector = np.asarray(values, dtype=np.float64)
-    norm = float(np.linalg.norm(vector))
-    if not math.isfinite(norm) or norm == 0.0:
-        raise _bad_response(f"{model} returned a zero or non-finite vector")
-    return tuple((vector / norm).tolist())
+def _decode(embedding: str | Sequence[float], model: str) -> np.ndarray:
+    """base64 of little-endian float32 (what we ask for); a list of floats from servers that
+    ignore `encoding_format`."""
+    if isinstance(embedding, str):
+        try:
+            raw = base64.b64decode(embedding, validate=True)
+        except binascii.Error as exc:
+            raise _bad_response(f"{model} sent an embedding that is not base64: {exc}") from exc
+        if len(raw) % 4:
+            raise _bad_response(f"{model} sent {len(raw)} bytes, not a float32 vector")
+        return np.frombuffer(raw, dtype="<f4")
+    try:
+        return np.asarray(embedding, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise _bad_response(f"{model} sent an embedding that is not numbers: {exc}") from exc
 
 
 def _server_delay(headers: Mapping[str, str]) -> float | None:
@@ -514,7 +540,7 @@ def _bad_response(message: str) -> TransientError:
     return TransientError(message, code="embedding_bad_response")
 
 
-async def _all_or_nothing(coros: Sequence[Coroutine[Any, Any, list[Vector]]]) -> list[list[Vector]]:
+async def _all_or_nothing(coros: Sequence[Coroutine[Any, Any, np.ndarray]]) -> list[np.ndarray]:
     """Run concurrently; on the first failure cancel the rest and raise that failure."""
     tasks = [asyncio.ensure_future(coro) for coro in coros]
     try:

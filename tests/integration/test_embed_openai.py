@@ -436,6 +436,29 @@ async def test_wrong_dimensions_from_the_server_is_an_error(
     assert caught.value.code == "embedding_bad_response"
 
 
+async def test_asks_for_base64_and_reads_floats_from_servers_that_ignore_it(
+    openai_fake: FakeOpenAI, azure: Make
+) -> None:
+    texts = [sentence(i) for i in range(5)]
+    embedder = azure()
+    assert_vectors(await embedder.embed(texts), texts)
+    openai_fake.floats_only = True
+    assert_vectors(await embedder.embed(texts), texts)
+
+    assert [r.body.get("encoding_format") for r in openai_fake.requests] == ["base64"] * 2
+
+
+async def test_a_zero_vector_from_the_server_is_an_error(
+    openai_fake: FakeOpenAI, azure: Make
+) -> None:
+    openai_fake.scale = 0.0
+
+    with pytest.raises(TransientError, match="zero or non-finite vector") as caught:
+        await azure().embed(["hello", "world"])
+
+    assert caught.value.code == "embedding_bad_response"
+
+
 async def test_one_failed_batch_fails_the_call(openai_fake: FakeOpenAI, azure: Make) -> None:
     openai_fake.latency = 0.05
     openai_fake.fail_next(Fault.reject("bad input"))
