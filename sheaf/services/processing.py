@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import tempfile
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ from sheaf.errors import BlobNotFound, LeaseLost, PermanentError, SheafError, Tr
 from sheaf.services.deps import Deps
 
 log = logging.getLogger(__name__)
+
+EMBED_AHEAD = 2  # batches of one document whose embeddings may be under way at once
+Vector = tuple[float, ...]
 
 
 @dataclass
@@ -254,8 +258,7 @@ async def _pipeline(deps: Deps, lease: Lease, stages: Stages) -> Completion:
             code="no_text",
         )
     size = settings.embed_batch_size
-    for batch in (chunks[i : i + size] for i in range(0, len(chunks), size)):
-        await _index_batch(deps, lease, stages, batch)
+    await _index(deps, lease, stages, [chunks[i : i + size] for i in range(0, len(chunks), size)])
     return Completion(
         page_count=len(pages),
         chunk_count=len(chunks),
@@ -265,18 +268,44 @@ async def _pipeline(deps: Deps, lease: Lease, stages: Stages) -> Completion:
     )
 
 
-async def _index_batch(deps: Deps, lease: Lease, stages: Stages, batch: Sequence[Chunk]) -> None:
-    async with stages.stage("embed"):
-        vectors = await _embed(deps, lease.collection, [chunk.text for chunk in batch])
-    async with stages.stage("index"):
-        embedded = [
-            EmbeddedChunk(chunk, vector, deps.embedder.model)
-            for chunk, vector in zip(batch, vectors, strict=True)
-        ]
-        await deps.store.write_chunks(lease, embedded)
+async def _index(
+    deps: Deps, lease: Lease, stages: Stages, batches: Sequence[Sequence[Chunk]]
+) -> None:
+    """Embed the batches and write their chunks, in order, keeping `EMBED_AHEAD` batches'
+    embeddings under way: while one batch is written, or one request waits on the server,
+    the next is already in flight. The embedder's own limit on requests in flight still
+    holds across all documents; this only stops a document from idling between batches.
+    """
+    upcoming = iter(batches)
+    pending: deque[tuple[Sequence[Chunk], asyncio.Task[list[Vector]]]] = deque()
+
+    def embed_next() -> None:
+        batch = next(upcoming, None)
+        if batch is not None:
+            texts = [chunk.text for chunk in batch]
+            pending.append((batch, asyncio.create_task(_embed(deps, lease.collection, texts))))
+
+    try:
+        for _ in range(EMBED_AHEAD):
+            embed_next()
+        while pending:
+            batch, embedding = pending.popleft()
+            async with stages.stage("embed"):
+                vectors = await embedding
+            embed_next()
+            async with stages.stage("index"):
+                embedded = [
+                    EmbeddedChunk(chunk, vector, deps.embedder.model)
+                    for chunk, vector in zip(batch, vectors, strict=True)
+                ]
+                await deps.store.write_chunks(lease, embedded)
+    finally:
+        for _, embedding in pending:
+            embedding.cancel()
+        await asyncio.gather(*(embedding for _, embedding in pending), return_exceptions=True)
 
 
-async def _embed(deps: Deps, collection: str, texts: list[str]) -> list[tuple[float, ...]]:
+async def _embed(deps: Deps, collection: str, texts: list[str]) -> list[Vector]:
     """Embed only texts this collection has not embedded with this model before."""
     model = deps.embedder.model
     hashes = [content_hash(text) for text in texts]

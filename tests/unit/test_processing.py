@@ -128,6 +128,47 @@ async def test_the_heartbeat_keeps_a_slow_document_alive(deps: Deps) -> None:
     assert (await doc(deps, created.id)).attempts == 1
 
 
+class CountingEmbedder(SlowEmbedder):
+    """Counts the calls under way at once."""
+
+    in_flight = most = calls = 0
+
+    async def embed(self, texts: Sequence[str]) -> list[tuple[float, ...]]:
+        self.calls += 1
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            return await super().embed(texts)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_the_next_batch_is_embedding_while_one_is_written() -> None:
+    deps = make_deps(embed_batch_size=1)
+    embedder = CountingEmbedder(deps.embedder, delay=0.02)
+    deps = dataclasses.replace(deps, embedder=embedder)
+    created = await put(deps)
+    assert await process_document(deps, await claim(deps)) == "completed"
+
+    done = await doc(deps, created.id)
+    assert done.chunk_count == embedder.calls >= 3
+    assert embedder.most == 2  # EMBED_AHEAD batches of the one document, never more
+    [vector] = await deps.embedder.embed(["word7 topic3"])
+    hits = await deps.store.search("c", vector, deps.embedder.model, 100)
+    assert sorted(hit.chunk_ordinal for hit in hits) == list(range(done.chunk_count))
+
+
+async def test_a_failed_batch_fails_the_attempt_and_leaves_no_embedding_running() -> None:
+    deps = make_deps(embed_batch_size=1)
+    failing = CountingEmbedder(deps.embedder, delay=0.02, fail=TransientError("down"))
+    deps = dataclasses.replace(deps, embedder=failing)
+    created = await put(deps)
+    assert await process_document(deps, await claim(deps)) == "transient:transient_error"
+    await asyncio.sleep(0.05)
+    assert failing.in_flight == 0
+    assert (await doc(deps, created.id)).status is Status.QUEUED
+
+
 async def test_a_worker_whose_lease_was_taken_over_cannot_complete(deps: Deps) -> None:
     created = await put(deps)
     stalled = slowed(deps, 0.05)
