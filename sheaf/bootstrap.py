@@ -8,6 +8,7 @@ once, and shared by every adapter that authenticates with Entra ID.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -35,7 +36,10 @@ def migrate(settings: Settings) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
+async def open_deps(settings: Settings, *, warm_extractor: bool = False) -> AsyncIterator[Deps]:
+    """Everything a process needs, closed on exit. `warm_extractor` (the worker) starts the
+    extraction children in the background now, so the first document does not wait for them.
+    """
     async with contextlib.AsyncExitStack() as stack:
         credential = await _credential(settings, stack)
         store = await open_store(
@@ -52,7 +56,8 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
         embedder = _embedder(settings, credential)
         stack.push_async_callback(embedder.close)
         # Parsers run in child processes: a hang, a bomb or a crash fails one document,
-        # never the worker. Children start on first use, so the API process pays nothing.
+        # never the worker. Children start on first use (the API process pays nothing) or,
+        # in a worker, at once in the background.
         extractor = IsolatedExtractor(
             settings.extract_timeout_seconds,
             settings.extract_memory_bytes,
@@ -60,6 +65,9 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
             extractor=LocalExtractor(),
         )
         stack.callback(extractor.close)
+        if warm_extractor:
+            warming = asyncio.create_task(asyncio.to_thread(extractor.warm), name="warm")
+            stack.push_async_callback(asyncio.wait, {warming})
         yield Deps(
             settings=settings,
             store=store,

@@ -246,7 +246,7 @@ async def run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with open_deps(settings) as deps, observed(deps):
+    async with open_deps(settings, warm_extractor=True) as deps, observed(deps):
         await Worker(deps).run(stop)
 
 

@@ -30,6 +30,7 @@ child), and the program's main module must be safe to import (the usual `spawn` 
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import resource
@@ -43,9 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from sheaf.domain.models import Page
-from sheaf.errors import ExtractionError, PermanentError, TransientError
+from sheaf.errors import ExtractionError, PermanentError, SheafError, TransientError
 from sheaf.extract import LocalExtractor
 from sheaf.ports import Extractor
+
+log = logging.getLogger(__name__)
 
 STARTUP_SECONDS = 60.0
 """How long a new child may take to import the parsers and say it is ready."""
@@ -96,6 +99,26 @@ class IsolatedExtractor:
                 raise
             self._checkin(child)
         return _unpack(reply)
+
+    def warm(self) -> int:
+        """Start the children now rather than at the first document (a spawned child imports
+        the parsers: hundreds of milliseconds); returns how many are ready. Best effort: a
+        child that fails to start is logged, and `extract` will try again."""
+        held = 0
+        while held < self.processes and self._slots.acquire(blocking=False):
+            held += 1  # under a slot, as in `extract`: never more children than slots
+        children: list[_Child] = []
+        try:
+            for _ in range(held):
+                children.append(self._checkout())
+        except SheafError as exc:
+            log.warning("could not start an extraction process", extra={"error": exc.message})
+        finally:
+            for child in children:
+                self._checkin(child)
+            for _ in range(held):
+                self._slots.release()
+        return len(children)
 
     def close(self) -> None:
         """Kill every child; calls under way fail with a `TransientError`."""

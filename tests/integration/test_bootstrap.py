@@ -18,6 +18,7 @@ from sheaf.adapters.sql.migrate import sql_dir
 from sheaf.bootstrap import migrate, open_deps
 from sheaf.config import Settings
 from sheaf.errors import ConfigError
+from sheaf.extract.isolated import IsolatedExtractor
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +36,22 @@ async def test_the_embedded_default(tmp_path: Path) -> None:
         assert isinstance(deps.embedder, LexicalEmbedder)
         assert not deps.bus.enabled
         await deps.store.ping()
+
+
+async def test_a_worker_starts_its_extraction_processes_at_once(tmp_path: Path) -> None:
+    chosen = settings(tmp_path, SHEAF_BLOB_DIR=str(tmp_path / "blobs"))
+    await asyncio.to_thread(migrate, chosen)
+    async with open_deps(chosen) as deps:
+        await asyncio.sleep(0.5)
+        assert isinstance(deps.extractor, IsolatedExtractor)
+        assert deps.extractor.pids() == []  # the API's: children start on first use
+    async with open_deps(chosen, warm_extractor=True) as deps:
+        assert isinstance(deps.extractor, IsolatedExtractor)
+        for _ in range(200):
+            if len(deps.extractor.pids()) == chosen.extract_processes:
+                break
+            await asyncio.sleep(0.05)
+        assert len(deps.extractor.pids()) == chosen.extract_processes
 
 
 async def test_azure_blob_and_an_openai_compatible_embedder(tmp_path: Path) -> None:

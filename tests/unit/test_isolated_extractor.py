@@ -171,6 +171,28 @@ def test_threads_share_the_pool_and_never_exceed_it(write: Write) -> None:
         assert elapsed >= 4 * 0.3  # never more than two at a time: at least four rounds
 
 
+def test_warm_starts_the_whole_pool_and_documents_use_it(write: Write) -> None:
+    with isolated(processes=2) as extractor:
+        assert extractor.pids() == []
+        assert extractor.warm() == 2
+        warmed = extractor.pids()
+        assert len(warmed) == 2
+        served = {served_by(extractor, write(command("pid"))) for _ in range(4)}
+        assert served <= set(warmed)
+        assert extractor.warm() == 2  # already warm: nothing more starts
+        assert extractor.pids() == warmed
+
+
+def test_warm_while_documents_run_never_exceeds_the_pool(write: Write) -> None:
+    with isolated(processes=2) as extractor:
+        busy = threading.Thread(target=served_by, args=(extractor, write(command("sleep", 0.5))))
+        busy.start()
+        time.sleep(0.2)  # the document holds one slot
+        assert extractor.warm() == 1
+        busy.join()
+        assert len(extractor.pids()) == 2
+
+
 def test_close_leaves_no_process_behind(write: Write) -> None:
     extractor = isolated(processes=3)
     threads = [
