@@ -204,7 +204,10 @@ class Settings(BaseModel):
     workers: int = Field(2, ge=0, le=64, description="Worker processes `sheaf up` starts.")
     concurrency: int = Field(4, ge=1, le=256, description="Documents one worker processes at once.")
     poll_interval_seconds: float = Field(
-        1.0, gt=0, description="Idle polling interval (with jitter)."
+        1.0,
+        gt=0,
+        description="Idle polling interval (with jitter). On PostgreSQL a new document also "
+        "wakes idle workers at once (LISTEN/NOTIFY).",
     )
     shutdown_grace_seconds: float = Field(
         20.0, ge=0, description="On SIGTERM, time to finish documents before releasing them."

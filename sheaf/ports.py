@@ -7,6 +7,7 @@ same contract tests as the real adapters.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -155,6 +156,14 @@ class VectorIndex(Protocol):
 
 class DocumentStore(LeaseStore, DocumentRepository, VectorIndex, Protocol):
     """The SQL database: the three ports one relational backend provides together."""
+
+    async def watch_queue(self, arrived: asyncio.Event, stop: asyncio.Event) -> None:
+        """Until `stop`, set `arrived` soon after a document becomes ready to claim.
+
+        A hint for polling workers, never a guarantee: a store that cannot push returns at
+        once, and one that loses its connection keeps trying; the poll finds what it missed.
+        """
+        ...
 
     async def ping(self) -> None: ...
 

@@ -427,6 +427,9 @@ class InMemoryDocumentStore:
             best = np.argsort(-scores, kind="stable")[:k]
             return [self._hit(candidates[i], float(scores[i])) for i in best]
 
+    async def watch_queue(self, arrived: asyncio.Event, stop: asyncio.Event) -> None:
+        """No notifications: workers on the fake poll."""
+
     async def ping(self) -> None:
         if self._closed:
             raise StoreUnavailable("the in-memory document store is closed")

@@ -1,8 +1,9 @@
 """The worker: take documents into free slots, process them, recover others' leftovers.
 
 Documents come from Service Bus wake-ups (`worker.consumer`) when a bus is configured, or
-from polling the database otherwise — and also while Service Bus is unreachable, so an
-outage degrades throughput, never correctness. Side tasks run together and stop
+from polling the database otherwise (on PostgreSQL a LISTEN/NOTIFY wake-up cuts the wait
+short) — and also while Service Bus is unreachable, so an outage degrades throughput,
+never correctness. Side tasks run together and stop
 together: the receive or claim loop, housekeeping (sweeper, reconciler, cleaner) and,
 when configured, a health/metrics server. `stop` ends taking work at once; documents in
 flight get `shutdown_grace_seconds` to finish, then are cancelled, which releases them as
@@ -47,6 +48,7 @@ class Worker:
         self.settings = deps.settings
         self.active: set[asyncio.Task[object]] = set()
         self._slot_freed = asyncio.Event()
+        self._arrived = asyncio.Event()  # set by the store's queue notifications, if any
         # The circuit breaker: cleared while the blob store or the database does not answer,
         # so no new document is taken (and no attempt spent) until they do.
         self.dependencies_up = asyncio.Event()
@@ -65,6 +67,7 @@ class Worker:
                     group.create_task(self._safety_net(stop), name="safety-net")
                 await self._messages(stop, self.deps.bus)
             else:
+                group.create_task(self.deps.store.watch_queue(self._arrived, stop), name="listen")
                 await self._claim_loop(stop)
             await self.drain()
         log.info("worker stopped", extra={"worker_id": self.settings.worker_id})
@@ -128,6 +131,7 @@ class Worker:
                 await wait_any([stop, self.dependencies_up], None)
                 continue
             free = self.settings.concurrency - len(self.active)
+            self._arrived.clear()  # one claim answers every notification before it
             try:
                 leases = await self._claim(free) if free > 0 else []
             except TransientError as exc:
@@ -140,9 +144,11 @@ class Worker:
                 self._start(lease)
             if free > 0 and len(leases) == free:
                 continue  # a full batch: there may be more ready right now
-            idle = None if free <= len(leases) else self._jittered_poll()
             self._slot_freed.clear()
-            await wait_any([stop, self._slot_freed], idle)
+            if free <= len(leases):  # every slot busy: only a freed slot can start more
+                await wait_any([stop, self._slot_freed], None)
+            else:  # idle slots: poll, or claim at once when the store says work arrived
+                await wait_any([stop, self._slot_freed, self._arrived], self._jittered_poll())
 
     async def _claim(self, free: int) -> list[Lease]:
         return await self.deps.store.claim_queued_documents(

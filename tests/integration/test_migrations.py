@@ -31,6 +31,7 @@ LEASE_FUNCTIONS = {
     "claim_queued_documents_v2",
     "claim_stale_dispatches",
     "complete_document_lease",
+    "notify_document_queued",  # the trigger function of migration 0006
 }
 EXPECTED_COLUMNS = {
     name: {c.name for c in table.columns} for name, table in metadata.tables.items()
@@ -128,6 +129,8 @@ def test_postgres_upgrade_builds_the_schema_and_functions_once(fresh_postgres: s
     )
     assert "WHERE" in str(live_index[0])
     assert "'deleted'" in str(live_index[0])
+    (trigger,) = dump(sync_url, "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
+    assert trigger == ("documents_queued_notify",)
     version = dump(sync_url, "SELECT * FROM alembic_version")
     upgrade(url)
     assert dump(sync_url, query) == installed

@@ -9,18 +9,23 @@ one round trip in autocommit (`sheaf.adapters.sql.postgres_calls`), which also s
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import random
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sheaf.adapters.sql.postgres_calls import FunctionCalls, replace_closed
 from sheaf.adapters.sql.schema import UTCDateTime
 from sheaf.adapters.sql.store import DEFAULT_SEARCH_CACHE_BYTES, SqlDocumentStore, shielded
+from sheaf.aio import wait_any, wait_event
 from sheaf.domain.models import (
     AcquireOutcome,
     AcquireResult,
@@ -33,6 +38,8 @@ from sheaf.domain.models import (
     Status,
 )
 from sheaf.errors import LeaseLost
+
+log = logging.getLogger(__name__)
 
 
 def create_postgres_engine(url: URL, pool_size: int) -> AsyncEngine:
@@ -55,6 +62,9 @@ _FIND_EXPIRED = _call("find_expired_leases", 1)  # limit
 _CLAIM_QUEUED = _call("claim_queued_documents_v2", 4)  # worker, seconds, limit, ready for
 _CLAIM_STALE = _call("claim_stale_dispatches", 2)  # older than, limit
 _COMPLETE = "SELECT complete_document_lease($1, $2, $3, $4, $5, $6)"  # see migration 0005
+QUEUED_CHANNEL = "sheaf_queued"  # NOTIFY'd by migration 0006's trigger
+LISTEN_RETRY_SECONDS = 1.0
+MAX_LISTEN_RETRY_SECONDS = 30.0
 _CLOCK = text("SELECT clock_timestamp() AS now").columns(now=UTCDateTime)
 
 
@@ -71,6 +81,47 @@ class PostgresDocumentStore(SqlDocumentStore):
 
     async def _rows(self, sql: str, *arguments: Any) -> list[asyncpg.Record]:
         return await self._calls.rows(sql, *arguments)
+
+    async def watch_queue(self, arrived: asyncio.Event, stop: asyncio.Event) -> None:
+        """LISTEN for the trigger of migration 0006 on a connection of its own, until `stop`;
+        a lost connection is replaced, with back-off, and polling covers the gap."""
+        delay = LISTEN_RETRY_SECONDS
+        while not stop.is_set():
+            try:
+                await self._listen(arrived, stop)
+                delay = LISTEN_RETRY_SECONDS
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DBAPIError) as exc:
+                log.warning(
+                    "not listening for new documents; polling finds them meanwhile",
+                    extra={"error": f"{type(exc).__name__}: {exc}", "retry_seconds": delay},
+                )
+                delay = min(delay * 2, MAX_LISTEN_RETRY_SECONDS)
+            await wait_event(stop, delay * random.uniform(0.5, 1.0))
+
+    async def _listen(self, arrived: asyncio.Event, stop: asyncio.Event) -> None:
+        async with self.engine.connect() as conn:
+            listener: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
+            lost = asyncio.Event()
+
+            def notified(*_: object) -> None:
+                arrived.set()
+
+            def closed(*_: object) -> None:
+                lost.set()
+
+            listener.add_termination_listener(closed)
+            await listener.add_listener(QUEUED_CHANNEL, notified)
+            try:
+                arrived.set()  # whatever became ready while nobody listened
+                await wait_any([stop, lost], None)
+            finally:
+                listener.remove_termination_listener(closed)
+                if lost.is_set() or listener.is_closed():
+                    await conn.invalidate()
+                else:
+                    await listener.remove_listener(QUEUED_CHANNEL, notified)
+            if lost.is_set():
+                raise OSError("the listening connection was closed")
 
     @shielded
     async def acquire_document_lease(

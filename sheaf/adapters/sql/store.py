@@ -425,6 +425,10 @@ class SqlDocumentStore(ABC):
                 ranked = await _scan(conn, key, query, k)
             return await _hits(conn, ranked)
 
+    async def watch_queue(self, arrived: asyncio.Event, stop: asyncio.Event) -> None:
+        """No notifications here (PostgreSQL overrides): workers find documents by polling."""
+        return
+
     @shielded
     async def ping(self) -> None:
         async with self._read() as conn:
