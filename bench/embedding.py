@@ -12,9 +12,10 @@ Two measurements:
   texts in one call, with `EmbeddingLimits(max_batch_inputs=B, max_concurrency=C)`;
 - **the pipeline**: a real `sheaf worker` (default settings, SQLite) processes documents
   already queued through `sheaf api`, embedding through the same server. Each document
-  embeds its chunks `SHEAF_EMBED_BATCH_SIZE` at a time, one batch after another, and a
-  worker runs `SHEAF_CONCURRENCY` documents at once, under `SHEAF_EMBEDDING_CONCURRENCY`
-  requests in flight; its maximum is therefore batch x min(both) ÷ latency.
+  embeds its chunks `SHEAF_EMBED_BATCH_SIZE` at a time, with up to two batches under way
+  (`EMBED_AHEAD`), and a worker runs `SHEAF_CONCURRENCY` documents at once, under
+  `SHEAF_EMBEDDING_CONCURRENCY` requests in flight; its maximum is therefore batch x
+  min(`SHEAF_CONCURRENCY` x 2, `SHEAF_EMBEDDING_CONCURRENCY`) ÷ latency.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from bench.sheafproc import (
 from sheaf.adapters.embed_openai import EmbeddingLimits, openai_compatible_embedder
 from sheaf.config import Settings
 from sheaf.domain.models import Status
+from sheaf.services.processing import EMBED_AHEAD
 
 NAME = "embedding"
 TITLE = "4. Embedding batching against an OpenAI-compatible server"
@@ -254,7 +256,7 @@ async def _pipeline(ctx: Context, server: _FakeServer, plan: Plan) -> list[Any]:
     chunks = sum(d.chunk_count for d in done)
     rate = chunks / (max(ends) - min(starts))
     defaults = Settings.from_env({})
-    in_flight = min(defaults.concurrency, defaults.embedding_concurrency)
+    in_flight = min(defaults.concurrency * EMBED_AHEAD, defaults.embedding_concurrency)
     maximum = defaults.embed_batch_size * in_flight / LATENCY
     return [
         f"{len(done)}/{len(files)}",
