@@ -11,6 +11,9 @@ queue behind writers.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -29,6 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sheaf.adapters.sql.schema import attempts, chunks, documents
@@ -42,6 +46,7 @@ from sheaf.adapters.sql.store import (
     shielded,
     update_document,
 )
+from sheaf.aio import wait_event
 from sheaf.domain.models import (
     TERMINAL_STATUSES,
     AcquireOutcome,
@@ -56,6 +61,9 @@ from sheaf.domain.models import (
     Status,
 )
 
+log = logging.getLogger(__name__)
+
+WATCH_SECONDS = 0.05  # how often an idle worker looks for commits (`watch_queue`)
 BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another process's write lock
 _PRAGMAS = (
     f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",  # first: the others may need the lock
@@ -91,6 +99,29 @@ class SqliteDocumentStore(SqlDocumentStore):
     async def _now(self, conn: AsyncConnection) -> datetime:
         raw = (await conn.execute(_CLOCK)).scalar_one()
         return datetime.fromisoformat(raw).replace(tzinfo=UTC)
+
+    async def watch_queue(self, arrived: asyncio.Event, stop: asyncio.Event) -> None:
+        """SQLite cannot notify, but `PRAGMA data_version`, read on a connection of its own,
+        changes whenever another connection commits: a read that takes no lock, done every
+        `WATCH_SECONDS`. A change wakes the claim loop, so an idle worker claims a new upload
+        within about `WATCH_SECONDS` instead of a poll interval. Commits that queue nothing
+        (renewals, chunk writes) wake it too: then one claim finds nothing, at most once per
+        `WATCH_SECONDS`, and only while the worker has a free slot."""
+        while not stop.is_set():
+            try:
+                async with self.engine.connect() as conn:
+                    raw = (await conn.get_raw_connection()).driver_connection
+                    seen = await _data_version(raw)
+                    while not await wait_event(stop, WATCH_SECONDS):
+                        if (version := await _data_version(raw)) != seen:
+                            seen = version
+                            arrived.set()
+            except (OSError, sqlite3.Error, DBAPIError) as exc:
+                log.warning(
+                    "cannot watch the database for new documents; polling finds them",
+                    extra={"error": f"{type(exc).__name__}: {exc}"},
+                )
+                await wait_event(stop, 1.0)
 
     @shielded
     async def acquire_document_lease(
@@ -342,3 +373,10 @@ def _release_result(row: RowMapping | None, *, applied: bool) -> ReleaseResult:
 async def _drop_staged(conn: AsyncConnection, document_id: str, token: str) -> None:
     c = chunks.c
     await conn.execute(delete(chunks).where(c.document_id == document_id, c.lease_token == token))
+
+
+async def _data_version(raw: Any) -> int:
+    """`PRAGMA data_version` on an aiosqlite connection in autocommit (no BEGIN)."""
+    async with raw.execute("PRAGMA data_version") as cursor:
+        (version,) = await cursor.fetchone()
+    return int(version)

@@ -1,24 +1,29 @@
-"""PostgreSQL wakes polling workers: LISTEN/NOTIFY on `sheaf_queued` (migration 0006).
+"""Idle polling workers are woken when a document arrives (`DocumentStore.watch_queue`).
 
-A document that becomes ready NOTIFYs; `PostgresDocumentStore.watch_queue` sets the
-worker's event, and the claim loop claims at once instead of at its next poll. The
-notification is only a hint, so the tests also cut the listener's connection and check
-that it comes back.
+PostgreSQL: a document that becomes ready NOTIFYs `sheaf_queued` (migration 0006) and the
+store LISTENs. SQLite: the store watches `PRAGMA data_version`, which any other
+connection's commit changes. Either way the worker's claim loop claims at once instead of
+at its next poll. The wake-up is only a hint, so the PostgreSQL tests also cut the
+listener's connection and check that it comes back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import psycopg2
 import pytest
 
 from sheaf.adapters.sql import open_store
 from sheaf.adapters.sql.postgres import PostgresDocumentStore
+from sheaf.adapters.sql.store import SqlDocumentStore
 from sheaf.aio import wait_event
 from sheaf.domain.models import ErrorInfo, ErrorKind, NewDocument, ReleaseOutcome, Status
 from sheaf.services.ingest import accept_upload
@@ -30,8 +35,28 @@ pytestmark = pytest.mark.integration
 LEASE = 30.0
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    """Synchronous, like the conftest's URL fixtures: migrations run outside the loop."""
+    if request.param == "sqlite":
+        path = tmp_path / "sheaf.db"
+        shutil.copyfile(sqlite_template, path)
+        return f"sqlite+aiosqlite:///{path}"
+    found: str = request.getfixturevalue("empty_postgres_url")
+    return found
+
+
 @pytest.fixture
-async def store(empty_postgres_url: str) -> AsyncIterator[PostgresDocumentStore]:
+async def store(url: str) -> AsyncIterator[SqlDocumentStore]:
+    opened = await open_store(url, pool_size=2)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def postgres(empty_postgres_url: str) -> AsyncIterator[PostgresDocumentStore]:
     opened = await open_store(empty_postgres_url, pool_size=2)
     assert isinstance(opened, PostgresDocumentStore)
     try:
@@ -50,19 +75,23 @@ def admin(postgres_dsn: str) -> Iterator[psycopg2.extensions.connection]:
         conn.close()
 
 
-@pytest.fixture
-async def listening(store: PostgresDocumentStore) -> AsyncIterator[asyncio.Event]:
-    """`watch_queue` running; the event it sets, cleared once the listener is up."""
+@contextlib.asynccontextmanager
+async def watching(store: SqlDocumentStore) -> AsyncIterator[asyncio.Event]:
+    """`watch_queue` running; the event it sets, cleared once the watcher is up."""
     arrived, stop = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(store.watch_queue(arrived, stop))
-    assert await wait_event(arrived, 5), "the listener never connected"
+    if isinstance(store, PostgresDocumentStore):  # set on connecting: nothing to wait for else
+        assert await wait_event(arrived, 5), "the listener never connected"
+    await asyncio.sleep(0.2)
     arrived.clear()
-    yield arrived
-    stop.set()
-    await asyncio.wait_for(task, 5)
+    try:
+        yield arrived
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
 
 
-async def _document(store: PostgresDocumentStore) -> str:
+async def _document(store: SqlDocumentStore) -> str:
     document_id = str(uuid.uuid4())
     await store.create_document(
         NewDocument(
@@ -79,16 +108,19 @@ async def _document(store: PostgresDocumentStore) -> str:
     return document_id
 
 
-async def test_a_new_document_wakes_the_listener(
-    store: PostgresDocumentStore, listening: asyncio.Event
-) -> None:
-    await _document(store)
-    assert await wait_event(listening, 2)
+async def test_a_new_document_wakes_the_watcher(store: SqlDocumentStore) -> None:
+    async with watching(store) as arrived:
+        assert not await wait_event(arrived, 0.3)  # nothing happened: no wake-up
+        await _document(store)
+        assert await wait_event(arrived, 2)
 
 
-async def test_only_ready_documents_wake_it(
-    store: PostgresDocumentStore, listening: asyncio.Event
-) -> None:
+async def test_on_postgres_only_ready_documents_wake_it(postgres: PostgresDocumentStore) -> None:
+    async with watching(postgres) as listening:
+        await _only_ready_wake(postgres, listening)
+
+
+async def _only_ready_wake(store: PostgresDocumentStore, listening: asyncio.Event) -> None:
     await _document(store)
     assert await wait_event(listening, 2)
     [lease] = await store.claim_queued_documents("w", LEASE, 1)
@@ -109,9 +141,14 @@ async def test_only_ready_documents_wake_it(
 
 
 async def test_the_listener_comes_back_after_its_connection_is_cut(
-    store: PostgresDocumentStore,
-    listening: asyncio.Event,
-    admin: psycopg2.extensions.connection,
+    postgres: PostgresDocumentStore, admin: psycopg2.extensions.connection
+) -> None:
+    async with watching(postgres) as listening:
+        await _comes_back(postgres, listening, admin)
+
+
+async def _comes_back(
+    store: PostgresDocumentStore, listening: asyncio.Event, admin: psycopg2.extensions.connection
 ) -> None:
     with admin.cursor() as cur:
         cur.execute(
@@ -125,9 +162,7 @@ async def test_the_listener_comes_back_after_its_connection_is_cut(
     assert await wait_event(listening, 2)
 
 
-async def test_a_polling_worker_claims_a_new_document_at_once(
-    store: PostgresDocumentStore,
-) -> None:
+async def test_a_polling_worker_claims_a_new_document_at_once(store: SqlDocumentStore) -> None:
     deps = dataclasses.replace(make_deps(poll_interval_seconds=30.0), store=store)
     stop = asyncio.Event()
     run = asyncio.create_task(Worker(deps).run(stop))
@@ -139,14 +174,14 @@ async def test_a_polling_worker_claims_a_new_document_at_once(
 
         started = time.monotonic()
         document = (await accept_upload(deps, "c", "f.txt", body())).document
-        while (found := await store.get_document(document.id)) and found.status not in (
-            Status.COMPLETED,
-            Status.FAILED,
-        ):
+        while True:
+            found = await store.get_document(document.id)
+            assert found is not None
+            if found.status in (Status.COMPLETED, Status.FAILED):
+                break
             assert time.monotonic() - started < 10, found
             await asyncio.sleep(0.05)
         assert found.status is Status.COMPLETED
-        assert time.monotonic() - started < 10
     finally:
         stop.set()
         await asyncio.wait_for(run, 10)
