@@ -67,7 +67,7 @@ class Worker:
                     group.create_task(self._safety_net(stop), name="safety-net")
                 await self._messages(stop, self.deps.bus)
             else:
-                group.create_task(self.deps.store.watch_queue(self._arrived, stop), name="listen")
+                group.create_task(self._watch_queue(stop), name="watch-queue")
                 await self._claim_loop(stop)
             await self.drain()
         log.info("worker stopped", extra={"worker_id": self.settings.worker_id})
@@ -123,6 +123,14 @@ class Worker:
                 )
             for lease in leases:
                 self._start(lease)
+
+    async def _watch_queue(self, stop: asyncio.Event) -> None:
+        """The store's wake-ups only shorten the wait for the next poll: whatever goes wrong
+        with them must not stop the worker."""
+        try:
+            await self.deps.store.watch_queue(self._arrived, stop)
+        except Exception:
+            log.exception("watching for new documents failed; polling only from now on")
 
     async def _claim_loop(self, stop: asyncio.Event, until: float | None = None) -> None:
         backoff = self.settings.poll_interval_seconds

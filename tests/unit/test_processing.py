@@ -292,3 +292,26 @@ async def test_a_blob_store_outage_stops_the_worker_taking_documents() -> None:
     await run
     assert worker.dependencies_up.is_set()
     assert sum([(await doc(deps, i)).attempts for i in ids]) == 5  # 4 + the failed one
+
+
+class BrokenWatch(RenewalLog):
+    """The fake store, with a `watch_queue` that fails the way a bug would."""
+
+    async def watch_queue(self, arrived: asyncio.Event, stop: asyncio.Event) -> None:
+        raise RuntimeError("a bug in the store's wake-ups")
+
+
+async def test_a_failing_queue_watch_leaves_the_worker_polling(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    base = make_deps(poll_interval_seconds=0.05)
+    deps = dataclasses.replace(base, store=BrokenWatch(base.store))
+    created = await put(deps)
+    stop = asyncio.Event()
+    run = asyncio.create_task(Worker(deps).run(stop))
+    while (await doc(deps, created.id)).status is not Status.COMPLETED:
+        assert not run.done(), run
+        await asyncio.sleep(0.02)
+    stop.set()
+    await run
+    assert "watching for new documents failed" in caplog.text
