@@ -413,9 +413,9 @@ def _report(ctx: Context, corpus: str, files: list[CorpusFile], results: list[Re
     ctx.note(
         "Latency: Sheaf rows from the upload's start to `completed_at`; bare-loop rows are "
         "the time one document takes inside the loop. `first lease s`: from the first "
-        "upload's start to the first lease: on SQLite mostly an idle worker's poll interval "
-        "(SHEAF_POLL_INTERVAL_SECONDS with jitter), on PostgreSQL a LISTEN/NOTIFY wake-up; "
-        "it counts against Sheaf's throughput."
+        "upload's start to the first lease, the time an idle worker takes to notice it "
+        "(LISTEN/NOTIFY on PostgreSQL, a watch on the database files on SQLite); it counts "
+        "against Sheaf's throughput."
     )
     _report_cpu(ctx, corpus, results)
     _report_stages(ctx, corpus, results)

@@ -206,8 +206,8 @@ class Settings(BaseModel):
     poll_interval_seconds: float = Field(
         1.0,
         gt=0,
-        description="Idle polling interval (with jitter). On PostgreSQL a new document also "
-        "wakes idle workers at once (LISTEN/NOTIFY).",
+        description="Idle polling interval (with jitter). On PostgreSQL and SQLite a new "
+        "document also wakes idle workers at once.",
     )
     shutdown_grace_seconds: float = Field(
         20.0, ge=0, description="On SIGTERM, time to finish documents before releasing them."

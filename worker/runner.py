@@ -1,9 +1,9 @@
 """The worker: take documents into free slots, process them, recover others' leftovers.
 
 Documents come from Service Bus wake-ups (`worker.consumer`) when a bus is configured, or
-from polling the database otherwise (on PostgreSQL a LISTEN/NOTIFY wake-up cuts the wait
-short) — and also while Service Bus is unreachable, so an outage degrades throughput,
-never correctness. Side tasks run together and stop
+from polling the database otherwise (on PostgreSQL and SQLite the store's wake-up,
+`watch_queue`, cuts the wait short) — and also while Service Bus is unreachable, so an
+outage degrades throughput, never correctness. Side tasks run together and stop
 together: the receive or claim loop, housekeeping (sweeper, reconciler, cleaner) and,
 when configured, a health/metrics server. `stop` ends taking work at once; documents in
 flight get `shutdown_grace_seconds` to finish, then are cancelled, which releases them as

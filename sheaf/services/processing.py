@@ -45,7 +45,6 @@ from sheaf.services.deps import Deps
 log = logging.getLogger(__name__)
 
 EMBED_AHEAD = 2  # batches of one document whose embeddings may be under way at once
-Vector = tuple[float, ...]
 
 
 @dataclass
@@ -277,7 +276,7 @@ async def _index(
     holds across all documents; this only stops a document from idling between batches.
     """
     upcoming = iter(batches)
-    pending: deque[tuple[Sequence[Chunk], asyncio.Task[list[Vector]]]] = deque()
+    pending: deque[tuple[Sequence[Chunk], asyncio.Task[list[tuple[float, ...]]]]] = deque()
 
     def embed_next() -> None:
         batch = next(upcoming, None)
@@ -305,7 +304,7 @@ async def _index(
         await asyncio.gather(*(embedding for _, embedding in pending), return_exceptions=True)
 
 
-async def _embed(deps: Deps, collection: str, texts: list[str]) -> list[Vector]:
+async def _embed(deps: Deps, collection: str, texts: list[str]) -> list[tuple[float, ...]]:
     """Embed only texts this collection has not embedded with this model before."""
     model = deps.embedder.model
     hashes = [content_hash(text) for text in texts]

@@ -426,7 +426,8 @@ class SqlDocumentStore(ABC):
             return await _hits(conn, ranked)
 
     async def watch_queue(self, arrived: asyncio.Event, stop: asyncio.Event) -> None:
-        """No notifications here (PostgreSQL overrides): workers find documents by polling."""
+        """No wake-ups here: PostgreSQL and SQLite override this; SQL Server workers poll, or
+        are woken by Service Bus."""
         return
 
     @shielded
