@@ -118,6 +118,30 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: P
     return url
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def sql_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    """An empty migrated SQLite or PostgreSQL database, for what only those two do."""
+    if request.param == "sqlite":
+        path = tmp_path / "sheaf.db"
+        shutil.copyfile(sqlite_template, path)
+        return f"sqlite+aiosqlite:///{path}"
+    url: str = request.getfixturevalue("empty_postgres_url")
+    return url
+
+
+@pytest.fixture
+def pg_admin(postgres_dsn: str) -> Iterator[Any]:
+    """An autocommit psycopg2 session on the test database, to watch and terminate others."""
+    import psycopg2
+
+    conn = psycopg2.connect(postgres_dsn)
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
 @pytest.fixture
 def empty_postgres_url(migrated_postgres_url: str, postgres_dsn: str) -> str:
     """The session's PostgreSQL database, migrated, every table emptied."""

@@ -39,18 +39,8 @@ async def store(empty_postgres_url: str) -> AsyncIterator[PostgresDocumentStore]
 
 
 @pytest.fixture
-def admin(postgres_dsn: str) -> Iterator[psycopg2.extensions.connection]:
-    conn = psycopg2.connect(postgres_dsn)
-    conn.autocommit = True
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-@pytest.fixture
 def locker(postgres_dsn: str) -> Iterator[psycopg2.extensions.connection]:
-    """A second session, to hold a row lock while `admin` watches and terminates."""
+    """A second session, to hold a row lock while `pg_admin` watches and terminates."""
     conn = psycopg2.connect(postgres_dsn)
     try:
         yield conn
@@ -74,19 +64,19 @@ async def _document(store: PostgresDocumentStore) -> str:
     return document_id
 
 
-def _terminate(admin: psycopg2.extensions.connection, pid: int) -> None:
-    with admin.cursor() as cur:
+def _terminate(pg_admin: psycopg2.extensions.connection, pid: int) -> None:
+    with pg_admin.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
         assert cur.fetchone() == (True,)
 
 
 def _waiting_acquire(
-    admin: psycopg2.extensions.connection, *, besides: int = 0, timeout: float = 10.0
+    pg_admin: psycopg2.extensions.connection, *, besides: int = 0, timeout: float = 10.0
 ) -> int:
     """The pid of the backend running `acquire_document_lease`, once it waits for a lock
     (other than `besides`, a backend just terminated that may still be listed)."""
     deadline = time.monotonic() + timeout
-    with admin.cursor() as cur:
+    with pg_admin.cursor() as cur:
         while time.monotonic() < deadline:
             cur.execute(
                 "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
@@ -162,15 +152,15 @@ async def test_every_lease_call_is_one_round_trip(store: PostgresDocumentStore) 
 
 
 async def test_a_connection_closed_in_the_pool_is_replaced_without_an_error(
-    store: PostgresDocumentStore, admin: psycopg2.extensions.connection
+    store: PostgresDocumentStore, pg_admin: psycopg2.extensions.connection
 ) -> None:
     document_id = await _document(store)
     first = await _backend_pid(store)  # the pool's only connection
-    _terminate(admin, first)
+    _terminate(pg_admin, first)
     await asyncio.sleep(0.3)  # the event loop reads the server's goodbye meanwhile
     [lease] = await store.claim_queued_documents("w", LEASE, 1)
     assert lease.document_id == document_id
-    _terminate(admin, await _backend_pid(store))
+    _terminate(pg_admin, await _backend_pid(store))
     await asyncio.sleep(0.3)
     found = await store.get_document(document_id)  # a transaction of several statements
     assert found is not None
@@ -180,16 +170,16 @@ async def test_a_connection_closed_in_the_pool_is_replaced_without_an_error(
 
 async def test_a_connection_lost_under_a_call_is_discarded_and_the_call_sent_again(
     store: PostgresDocumentStore,
-    admin: psycopg2.extensions.connection,
+    pg_admin: psycopg2.extensions.connection,
     locker: psycopg2.extensions.connection,
 ) -> None:
     document_id = await _document(store)
     with locker.cursor() as cur:  # hold the row lock the acquire waits for
         cur.execute("SELECT 1 FROM documents WHERE id = %s FOR UPDATE", (document_id,))
         call = asyncio.create_task(store.acquire_document_lease(document_id, "w", LEASE))
-        victim = await asyncio.to_thread(_waiting_acquire, admin)
-        _terminate(admin, victim)
-        retry = await asyncio.to_thread(_waiting_acquire, admin, besides=victim)
+        victim = await asyncio.to_thread(_waiting_acquire, pg_admin)
+        _terminate(pg_admin, victim)
+        retry = await asyncio.to_thread(_waiting_acquire, pg_admin, besides=victim)
         assert retry != victim  # sent again, on a fresh connection
         locker.commit()
     result = await asyncio.wait_for(call, 10)
@@ -202,16 +192,16 @@ async def test_a_connection_lost_under_a_call_is_discarded_and_the_call_sent_aga
 
 async def test_a_second_lost_connection_is_reported_as_unavailable(
     store: PostgresDocumentStore,
-    admin: psycopg2.extensions.connection,
+    pg_admin: psycopg2.extensions.connection,
     locker: psycopg2.extensions.connection,
 ) -> None:
     document_id = await _document(store)
     with locker.cursor() as cur:
         cur.execute("SELECT 1 FROM documents WHERE id = %s FOR UPDATE", (document_id,))
         call = asyncio.create_task(store.acquire_document_lease(document_id, "w", LEASE))
-        first = await asyncio.to_thread(_waiting_acquire, admin)
-        _terminate(admin, first)
-        _terminate(admin, await asyncio.to_thread(_waiting_acquire, admin, besides=first))
+        first = await asyncio.to_thread(_waiting_acquire, pg_admin)
+        _terminate(pg_admin, first)
+        _terminate(pg_admin, await asyncio.to_thread(_waiting_acquire, pg_admin, besides=first))
         with pytest.raises(StoreUnavailable):
             await asyncio.wait_for(call, 10)
     locker.rollback()

@@ -12,11 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import shutil
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import psycopg2
 import pytest
@@ -33,22 +30,12 @@ from worker.runner import Worker
 pytestmark = pytest.mark.integration
 
 LEASE = 30.0
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
-    """Synchronous, like the conftest's URL fixtures: migrations run outside the loop."""
-    if request.param == "sqlite":
-        path = tmp_path / "sheaf.db"
-        shutil.copyfile(sqlite_template, path)
-        return f"sqlite+aiosqlite:///{path}"
-    found: str = request.getfixturevalue("empty_postgres_url")
-    return found
+NewDocumentFactory = Callable[..., NewDocument]  # the fixture of conftest.py
 
 
 @pytest.fixture
-async def store(url: str) -> AsyncIterator[SqlDocumentStore]:
-    opened = await open_store(url, pool_size=2)
+async def store(sql_url: str) -> AsyncIterator[SqlDocumentStore]:
+    opened = await open_store(sql_url, pool_size=2)
     try:
         yield opened
     finally:
@@ -63,16 +50,6 @@ async def postgres(empty_postgres_url: str) -> AsyncIterator[PostgresDocumentSto
         yield opened
     finally:
         await opened.close()
-
-
-@pytest.fixture
-def admin(postgres_dsn: str) -> Iterator[psycopg2.extensions.connection]:
-    conn = psycopg2.connect(postgres_dsn)
-    conn.autocommit = True
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 @contextlib.asynccontextmanager
@@ -91,75 +68,54 @@ async def watching(store: SqlDocumentStore) -> AsyncIterator[asyncio.Event]:
         await asyncio.wait_for(task, 5)
 
 
-async def _document(store: SqlDocumentStore) -> str:
-    document_id = str(uuid.uuid4())
-    await store.create_document(
-        NewDocument(
-            id=document_id,
-            collection="c",
-            filename="f.txt",
-            content_type="text/plain",
-            size_bytes=1,
-            sha256=uuid.uuid4().hex * 2,
-            blob_key=f"c/{document_id}",
-            max_attempts=3,
-        )
-    )
-    return document_id
-
-
-async def test_a_new_document_wakes_the_watcher(store: SqlDocumentStore) -> None:
+async def test_a_new_document_wakes_the_watcher(
+    store: SqlDocumentStore, new_document: NewDocumentFactory
+) -> None:
     async with watching(store) as arrived:
         assert not await wait_event(arrived, 0.3)  # nothing happened: no wake-up
-        await _document(store)
+        await store.create_document(new_document())
         assert await wait_event(arrived, 2)
 
 
-async def test_on_postgres_only_ready_documents_wake_it(postgres: PostgresDocumentStore) -> None:
+async def test_on_postgres_only_ready_documents_wake_it(
+    postgres: PostgresDocumentStore, new_document: NewDocumentFactory
+) -> None:
     async with watching(postgres) as listening:
-        await _only_ready_wake(postgres, listening)
-
-
-async def _only_ready_wake(store: PostgresDocumentStore, listening: asyncio.Event) -> None:
-    await _document(store)
-    assert await wait_event(listening, 2)
-    [lease] = await store.claim_queued_documents("w", LEASE, 1)
-    listening.clear()
-    error = ErrorInfo("flaky", "try later", ErrorKind.TRANSIENT)
-    released = await store.release_document_lease(
-        lease.document_id, lease.token, ReleaseOutcome.TRANSIENT, error, 60.0
-    )
-    assert released.status is Status.QUEUED  # queued again, but not before a minute
-    assert not await wait_event(listening, 0.5)
-    await _document(store)
-    [lease] = await store.claim_queued_documents("w", LEASE, 1)
-    listening.clear()
-    await store.release_document_lease(
-        lease.document_id, lease.token, ReleaseOutcome.INTERRUPTED, None, 0.0
-    )
-    assert await wait_event(listening, 2)  # interrupted: ready at once
+        await postgres.create_document(new_document())
+        assert await wait_event(listening, 2)
+        [lease] = await postgres.claim_queued_documents("w", LEASE, 1)
+        listening.clear()
+        error = ErrorInfo("flaky", "try later", ErrorKind.TRANSIENT)
+        released = await postgres.release_document_lease(
+            lease.document_id, lease.token, ReleaseOutcome.TRANSIENT, error, 60.0
+        )
+        assert released.status is Status.QUEUED  # queued again, but not before a minute
+        assert not await wait_event(listening, 0.5)
+        await postgres.create_document(new_document())
+        [lease] = await postgres.claim_queued_documents("w", LEASE, 1)
+        listening.clear()
+        await postgres.release_document_lease(
+            lease.document_id, lease.token, ReleaseOutcome.INTERRUPTED, None, 0.0
+        )
+        assert await wait_event(listening, 2)  # interrupted: ready at once
 
 
 async def test_the_listener_comes_back_after_its_connection_is_cut(
-    postgres: PostgresDocumentStore, admin: psycopg2.extensions.connection
+    postgres: PostgresDocumentStore,
+    pg_admin: psycopg2.extensions.connection,
+    new_document: NewDocumentFactory,
 ) -> None:
     async with watching(postgres) as listening:
-        await _comes_back(postgres, listening, admin)
-
-
-async def _comes_back(
-    store: PostgresDocumentStore, listening: asyncio.Event, admin: psycopg2.extensions.connection
-) -> None:
-    with admin.cursor() as cur:
-        cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
-        )
-        assert cur.fetchall() == [(True,)]
-    assert await wait_event(listening, 5), "no reconnection"  # set again on reconnecting
-    listening.clear()
-    await _document(store)
-    assert await wait_event(listening, 2)
+        with pg_admin.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            )
+            assert cur.fetchall() == [(True,)]
+        assert await wait_event(listening, 5), "no reconnection"  # set again on reconnecting
+        listening.clear()
+        await postgres.create_document(new_document())
+        assert await wait_event(listening, 2)
 
 
 async def test_a_polling_worker_claims_a_new_document_at_once(store: SqlDocumentStore) -> None:

@@ -9,10 +9,8 @@ cached matrix — all three must return the same hits with the same scores.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,24 +33,13 @@ SMALL_BUDGET = 30 * (4 * DIMENSIONS + 13)  # about 30 rows of 8 dimensions
 TIE = tuple(float(x) for x in range(1, DIMENSIONS + 1))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def search_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
-    """An empty migrated database (synchronous: migrations run outside any event loop)."""
-    if request.param == "sqlite":
-        path = tmp_path / "sheaf.db"
-        shutil.copyfile(sqlite_template, path)
-        return f"sqlite+aiosqlite:///{path}"
-    url: str = request.getfixturevalue("empty_postgres_url")
-    return url
-
-
 @pytest.fixture
-async def stores(search_url: str) -> AsyncIterator[list[SqlDocumentStore]]:
+async def stores(sql_url: str) -> AsyncIterator[list[SqlDocumentStore]]:
     """[cached, streamed, small budget] over one database."""
     opened = [
-        await open_store(search_url),
-        await open_store(search_url, search_cache_bytes=0),
-        await open_store(search_url, search_cache_bytes=SMALL_BUDGET),
+        await open_store(sql_url),
+        await open_store(sql_url, search_cache_bytes=0),
+        await open_store(sql_url, search_cache_bytes=SMALL_BUDGET),
     ]
     try:
         yield opened
