@@ -8,9 +8,11 @@ test is skipped with the reason shown in the summary, except under CI=true, wher
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import uuid
 from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 
@@ -28,6 +30,28 @@ def require_service(name: str, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"{message} (required because CI=true)")
     pytest.skip(message)
+
+
+ODBC_MISSING = (
+    "the ODBC client stack does not import ({error}): install unixODBC and FreeTDS "
+    "(apt-get install unixodbc tdsodbc) to run the SQL Server driver tests"
+)
+
+
+def odbc_module(name: str) -> ModuleType:
+    """`pyodbc` or `aioodbc`, imported at a test module's top.
+
+    Both load libodbc when imported, so on a machine without the ODBC libraries the whole
+    module is skipped with the reason shown; under CI=true, where they are installed, a
+    failed import is a collection error instead.
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        message = ODBC_MISSING.format(error=exc)
+        if IN_CI:
+            pytest.fail(f"{message} (required because CI=true)", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import random
 
-import pyodbc
 import pytest
 from sqlalchemy import exc as sa_exc
 
@@ -26,6 +25,9 @@ from sheaf.adapters.sql.mssql import (
 )
 from sheaf.adapters.sql.store import SqlDocumentStore
 from sheaf.errors import LeaseLost, SheafError, StoreUnavailable, TransientError
+from tests.conftest import odbc_module
+
+pyodbc = odbc_module("pyodbc")  # its error types; the module is skipped without libodbc
 
 pytestmark = pytest.mark.unit
 

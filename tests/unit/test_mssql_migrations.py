@@ -1,0 +1,103 @@
+"""The migrations on SQL Server, rendered without a server or a driver: DDL and procedures.
+
+Alembic renders each revision's DDL with SQLAlchemy's stock SQL Server dialect (no DBAPI
+needed), and the SQL each revision executes is recorded by a stand-in connection.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+from alembic import op
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from sqlalchemy.dialects import mssql as mssql_dialect
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+STOCK_DIALECT: Any = mssql_dialect.dialect  # SQLAlchemy's own, untyped upstream
+
+
+def migration(name: str = "0001_initial") -> ModuleType:
+    path = ROOT / "sql" / "migrations" / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"migration_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+FIRST_PROCEDURES = migration().PROCEDURE_NAMES  # what 0001 installs
+
+
+def render_on_mssql(
+    monkeypatch: pytest.MonkeyPatch, step: str, revision: str = "0001_initial"
+) -> tuple[str, list[str]]:
+    """The DDL `step` ("upgrade"/"downgrade") emits on SQL Server, and the SQL it executes."""
+    ddl = io.StringIO()
+    dialect = STOCK_DIALECT(deprecate_large_types=True)
+    context = MigrationContext.configure(
+        dialect=dialect, opts={"as_sql": True, "output_buffer": ddl}
+    )
+    executed: list[str] = []
+
+    def exec_driver_sql(sql: str) -> Any:
+        executed.append(sql)
+        return SimpleNamespace(scalar=lambda: "dbo")
+
+    bind = SimpleNamespace(dialect=dialect, exec_driver_sql=exec_driver_sql)
+    with Operations.context(context):
+        monkeypatch.setattr(op, "get_bind", lambda: bind)
+        getattr(migration(revision), step)()
+    return " ".join(ddl.getvalue().split()), executed
+
+
+def test_the_migration_builds_the_sql_server_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    ddl, executed = render_on_mssql(monkeypatch, "upgrade")
+    assert "filename NVARCHAR(512) NOT NULL" in ddl
+    assert " VARCHAR(" not in ddl  # every string is NVARCHAR: any script survives
+    assert "text NVARCHAR(max) NOT NULL" in ddl
+    assert "embedding VARBINARY(max) NOT NULL" in ddl
+    assert "collection NVARCHAR(128) COLLATE Latin1_General_100_BIN2 NOT NULL" in ddl
+    assert "ready_at AS (COALESCE(not_before, created_at)) PERSISTED" in ddl
+    assert "CREATE INDEX ix_documents_ready ON documents (status, ready_at, created_at)" in ddl
+    assert (
+        "CREATE UNIQUE INDEX uq_documents_collection_sha256_live ON documents "
+        "(collection, sha256) WHERE status <> 'deleted'"
+    ) in ddl
+    assert "ix_documents_status_lease_expires ON documents (status, lease_expires_at)" in ddl
+    procedures = ROOT / "sql" / "procedures" / "mssql"
+    assert executed[0] == "SELECT SCHEMA_NAME()"
+    assert executed[1:] == [
+        (procedures / f"{name}.sql").read_text(encoding="utf-8") for name in FIRST_PROCEDURES
+    ]
+
+
+def test_the_downgrade_drops_the_procedures(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, executed = render_on_mssql(monkeypatch, "downgrade")
+    assert executed == [f"DROP PROCEDURE IF EXISTS dbo.{name}" for name in FIRST_PROCEDURES]
+
+
+def test_revision_0004_adds_the_v2_claim_and_no_index_on_sql_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ddl, executed = render_on_mssql(monkeypatch, "upgrade", "0004_claim_ready_for")
+    v2 = ROOT / "sql" / "procedures" / "mssql" / "claim_queued_documents_v2.sql"
+    assert executed == [v2.read_text(encoding="utf-8")]
+    assert "CREATE INDEX" not in ddl  # ix_documents_ready (0001) already serves the claim
+    _, executed = render_on_mssql(monkeypatch, "downgrade", "0004_claim_ready_for")
+    assert executed == ["DROP PROCEDURE IF EXISTS dbo.claim_queued_documents_v2"]
+
+
+def test_every_procedure_file_is_installed_by_exactly_one_revision() -> None:
+    later = {"claim_queued_documents_v2"}  # 0004
+    files = {p.stem for p in (ROOT / "sql" / "procedures" / "mssql").glob("*.sql")}
+    assert files == set(FIRST_PROCEDURES) | later
+    assert not set(FIRST_PROCEDURES) & later
