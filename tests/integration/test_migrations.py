@@ -7,6 +7,7 @@ SQLAlchemy's inspector (sync drivers) and compared with the table definitions in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +15,15 @@ from pathlib import Path
 import psycopg2
 import pytest
 import sqlalchemy as sa
+from alembic import command
+from alembic.script import ScriptDirectory
 
 from sheaf.adapters.sql import open_store
-from sheaf.adapters.sql.migrate import sql_dir, upgrade
+from sheaf.adapters.sql.migrate import _config, sql_dir, upgrade
 from sheaf.adapters.sql.schema import metadata
+from sheaf.adapters.sql.snapshots import read_snapshot
 from sheaf.errors import ConfigError
+from tests.integration.conftest import MSSQL_URL, NO_MSSQL, _create_mssql_database
 
 pytestmark = pytest.mark.integration
 
@@ -82,8 +87,8 @@ def dump(sync_url: str, query: str) -> list[tuple[object, ...]]:
         engine.dispose()
 
 
-@pytest.fixture
-def fresh_postgres(postgres_dsn: str) -> Iterator[str]:
+@contextlib.contextmanager
+def new_postgres_database(postgres_dsn: str) -> Iterator[str]:
     """A libpq DSN of a brand-new empty database on the test server, dropped afterwards."""
     admin = psycopg2.connect(postgres_dsn)
     admin.autocommit = True
@@ -96,6 +101,12 @@ def fresh_postgres(postgres_dsn: str) -> Iterator[str]:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def fresh_postgres(postgres_dsn: str) -> Iterator[str]:
+    with new_postgres_database(postgres_dsn) as dsn:
+        yield dsn
 
 
 def test_sqlite_upgrade_builds_the_schema_once(tmp_path: Path) -> None:
@@ -162,3 +173,96 @@ async def test_unsupported_database_urls_are_config_errors(url: str) -> None:
         await open_store(url)
     with pytest.raises(ConfigError):
         upgrade(url)
+
+
+# -- frozen history (issue 16, point 2) -----------------------------------------------------
+
+REVISIONS = [
+    r.revision for r in reversed(list(ScriptDirectory.from_config(_config()).walk_revisions()))
+]
+PG_PROCEDURES = (
+    "SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc AS p "
+    "WHERE p.pronamespace = 'public'::regnamespace ORDER BY 1"
+)
+PG_TRIGGERS = "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal"
+
+
+def test_postgres_every_upgrade_path_ends_with_the_same_functions(postgres_dsn: str) -> None:
+    """`upgrade head` from nothing, and from every earlier revision, installs the same text.
+
+    On the way, each revision's database holds that revision's own snapshot: 0004's claim
+    body is the one frozen at 0004, not the body 0005 installed later.
+    """
+    ends: dict[str, list[tuple[object, ...]]] = {}
+    for start in [None, *REVISIONS[:-1]]:
+        with new_postgres_database(postgres_dsn) as dsn:
+            url = dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+            sync_url = dsn.replace("postgresql://", "postgresql+psycopg2://", 1)
+            if start is not None:
+                upgrade(url, to=start)
+                if start == "0004":
+                    (body,) = dump(
+                        sync_url,
+                        "SELECT prosrc FROM pg_proc WHERE proname = 'claim_queued_documents_v2'",
+                    )
+                    frozen = read_snapshot("0004", "postgresql", "claim_queued_documents_v2")
+                    assert str(body[0]) in frozen
+                    assert str(body[0]) not in read_snapshot(
+                        "0005", "postgresql", "claim_queued_documents_v2"
+                    )
+            upgrade(url)
+            ends[str(start)] = dump(sync_url, PG_PROCEDURES) + dump(sync_url, PG_TRIGGERS)
+    fresh = ends.pop("None")
+    assert {name for name, _ in fresh} >= LEASE_FUNCTIONS
+    for start, end in ends.items():
+        assert end == fresh, f"upgrading from {start} ends with other functions"
+
+
+def test_postgres_downgrade_of_0005_puts_back_the_0004_claim(fresh_postgres: str) -> None:
+    url = fresh_postgres.replace("postgresql://", "postgresql+asyncpg://", 1)
+    sync_url = fresh_postgres.replace("postgresql://", "postgresql+psycopg2://", 1)
+    body = "SELECT prosrc FROM pg_proc WHERE proname = 'claim_queued_documents_v2'"
+    upgrade(url, to="0004")
+    at_0004 = dump(sync_url, body)
+    upgrade(url, to="0005")
+    assert dump(sync_url, body) != at_0004
+    config = _config()
+    config.attributes["database_url"] = url
+    command.downgrade(config, "0004")
+    assert dump(sync_url, body) == at_0004
+
+
+MSSQL_PROCEDURES = (
+    "SELECT o.name, m.definition FROM sys.sql_modules AS m "
+    "JOIN sys.objects AS o ON o.object_id = m.object_id WHERE o.type = 'P' ORDER BY o.name"
+)
+
+
+def test_sql_server_every_upgrade_path_ends_with_the_same_procedures() -> None:
+    """The same on SQL Server (SHEAF_TEST_MSSQL_URL): one database per starting revision."""
+    if not MSSQL_URL:
+        pytest.skip(NO_MSSQL)
+    base = sa.make_url(MSSQL_URL)
+    ends: dict[str, list[tuple[object, ...]]] = {}
+    for start in [None, *REVISIONS[:-1]]:
+        name = f"{base.database}_history_{start or 'none'}"
+        sync = base.set(drivername="mssql+pyodbc", database=name)
+        _create_mssql_database(sync)
+        try:
+            url = base.set(database=name).render_as_string(hide_password=False)
+            if start is not None:
+                upgrade(url, to=start)
+            upgrade(url)
+            ends[str(start)] = dump(sync.render_as_string(hide_password=False), MSSQL_PROCEDURES)
+        finally:
+            master = sa.create_engine(sync.set(database="master"), isolation_level="AUTOCOMMIT")
+            with master.connect() as conn:
+                conn.exec_driver_sql(
+                    f"ALTER DATABASE [{name}] SET SINGLE_USER WITH ROLLBACK IMMEDIATE; "
+                    f"DROP DATABASE [{name}]"
+                )
+            master.dispose()
+    fresh = ends.pop("None")
+    assert fresh
+    for start, end in ends.items():
+        assert end == fresh, f"upgrading from {start} ends with other procedures"

@@ -18,6 +18,8 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy.dialects import mssql as mssql_dialect
 
+from sheaf.adapters.sql.snapshots import read_snapshot, snapshot_names
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +36,8 @@ def migration(name: str = "0001_initial") -> ModuleType:
     return module
 
 
-FIRST_PROCEDURES = migration().PROCEDURE_NAMES  # what 0001 installs
+FIRST_PROCEDURES = snapshot_names("0001", "mssql")  # what 0001 installs
+REVISIONS = sorted(p.stem for p in (ROOT / "sql" / "migrations" / "versions").glob("0*.py"))
 
 
 def render_on_mssql(
@@ -73,11 +76,9 @@ def test_the_migration_builds_the_sql_server_schema(monkeypatch: pytest.MonkeyPa
         "(collection, sha256) WHERE status <> 'deleted'"
     ) in ddl
     assert "ix_documents_status_lease_expires ON documents (status, lease_expires_at)" in ddl
-    procedures = ROOT / "sql" / "procedures" / "mssql"
     assert executed[0] == "SELECT SCHEMA_NAME()"
-    assert executed[1:] == [
-        (procedures / f"{name}.sql").read_text(encoding="utf-8") for name in FIRST_PROCEDURES
-    ]
+    assert len(FIRST_PROCEDURES) == 6
+    assert executed[1:] == [read_snapshot("0001", "mssql", name) for name in FIRST_PROCEDURES]
 
 
 def test_the_downgrade_drops_the_procedures(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,15 +90,19 @@ def test_revision_0004_adds_the_v2_claim_and_no_index_on_sql_server(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ddl, executed = render_on_mssql(monkeypatch, "upgrade", "0004_claim_ready_for")
-    v2 = ROOT / "sql" / "procedures" / "mssql" / "claim_queued_documents_v2.sql"
-    assert executed == [v2.read_text(encoding="utf-8")]
+    assert executed == [read_snapshot("0004", "mssql", "claim_queued_documents_v2")]
     assert "CREATE INDEX" not in ddl  # ix_documents_ready (0001) already serves the claim
     _, executed = render_on_mssql(monkeypatch, "downgrade", "0004_claim_ready_for")
     assert executed == ["DROP PROCEDURE IF EXISTS dbo.claim_queued_documents_v2"]
 
 
-def test_every_procedure_file_is_installed_by_exactly_one_revision() -> None:
-    later = {"claim_queued_documents_v2"}  # 0004
-    files = {p.stem for p in (ROOT / "sql" / "procedures" / "mssql").glob("*.sql")}
-    assert files == set(FIRST_PROCEDURES) | later
-    assert not set(FIRST_PROCEDURES) & later
+@pytest.mark.parametrize("script", REVISIONS)
+def test_each_revision_installs_its_own_snapshots_on_sql_server(
+    monkeypatch: pytest.MonkeyPatch, script: str
+) -> None:
+    """What a revision EXECs is the text frozen beside it, never sql/procedures/ today."""
+    revision = script.split("_", 1)[0]
+    _, executed = render_on_mssql(monkeypatch, "upgrade", script)
+    procedures = [sql for sql in executed if "CREATE OR ALTER PROCEDURE" in sql]
+    expected = [read_snapshot(revision, "mssql", n) for n in snapshot_names(revision, "mssql")]
+    assert procedures == expected

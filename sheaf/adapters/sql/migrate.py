@@ -33,8 +33,10 @@ def sql_dir() -> Path:
     raise ConfigError(f"Sheaf's SQL directory is missing (looked in {package} and beside it)")
 
 
-def upgrade(url: str, *, entra: bool = False, azure_client_id: str | None = None) -> None:
-    """Bring the database to the newest schema; a no-op when it is already there.
+def upgrade(
+    url: str, *, entra: bool = False, azure_client_id: str | None = None, to: str = "head"
+) -> None:
+    """Bring the database to the newest schema (or revision `to`); a no-op when it is there.
 
     Synchronous: call it before the event loop starts, or through `asyncio.to_thread`.
     Concurrent callers are safe (the environment serialises them on the database).
@@ -46,7 +48,7 @@ def upgrade(url: str, *, entra: bool = False, azure_client_id: str | None = None
     config.attributes["database_url"] = url  # not via the ini: no interpolation of secrets
     config.attributes["entra"] = entra  # SQL Server: sign in with the Azure identity
     config.attributes["azure_client_id"] = azure_client_id
-    command.upgrade(config, "head")
+    command.upgrade(config, to)
 
 
 async def check_schema(engine: AsyncEngine) -> None:

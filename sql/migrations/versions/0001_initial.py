@@ -5,9 +5,10 @@ Revises:
 Create Date: 2024-11-24
 
 The tables mirror `sheaf/adapters/sql/schema.py` as it was at this revision (a test
-compares them). Each file of `sql/procedures/<dialect>/` is one `CREATE OR REPLACE
-FUNCTION` (PostgreSQL) or `CREATE OR ALTER PROCEDURE` (SQL Server); a later change to a
-procedure's contract ships as a new, versioned procedure.
+compares them). The procedures are this revision's own copies in
+`sql/migrations/snapshots/0001/<postgres|mssql>/` (`sheaf.adapters.sql.snapshots`), one
+`CREATE OR REPLACE FUNCTION` (PostgreSQL) or `CREATE OR ALTER PROCEDURE` (SQL Server)
+each; a later change to a procedure's contract ships as a new, versioned procedure.
 
 SQL Server differs in types and indexes only, never in column names:
 - strings are NVARCHAR, so any Unicode text survives whatever the database's collation;
@@ -21,17 +22,16 @@ SQL Server differs in types and indexes only, never in column names:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlalchemy as sa
 from alembic import op
+
+from sheaf.adapters.sql.snapshots import drop_procedures, install_snapshots, snapshot_names
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
-PROCEDURES = Path(__file__).resolve().parents[2] / "procedures"
 LIVE = sa.text("status <> 'deleted'")
 TIMESTAMP = sa.DateTime(timezone=True)
 MSSQL = "mssql"
@@ -54,38 +54,15 @@ def upgrade() -> None:
     _create_documents(bind.dialect.name)
     _create_attempts()
     _create_chunks()
-    for path in _procedure_files(bind.dialect.name):
-        bind.exec_driver_sql(path.read_text(encoding="utf-8"))
+    install_snapshots(bind, revision)
 
 
 def downgrade() -> None:
     bind = op.get_bind()
-    for path in _procedure_files(bind.dialect.name):
-        if bind.dialect.name == MSSQL:
-            bind.exec_driver_sql(f"DROP PROCEDURE IF EXISTS dbo.{path.stem}")
-        else:
-            bind.exec_driver_sql(f"DROP FUNCTION IF EXISTS {path.stem}")
+    drop_procedures(bind, *snapshot_names(revision, bind.dialect.name))
     op.drop_table("chunks")
     op.drop_table("attempts")
     op.drop_table("documents")
-
-
-# The procedures this revision installs; later revisions install their own (versioned) ones.
-PROCEDURE_NAMES = (
-    "acquire_document_lease",
-    "claim_queued_documents",
-    "claim_stale_dispatches",
-    "find_expired_leases",
-    "release_document_lease",
-    "renew_document_lease",
-)
-
-
-def _procedure_files(dialect: str) -> list[Path]:
-    directory = {"postgresql": "postgres", MSSQL: MSSQL}.get(dialect)
-    if directory is None:
-        return []
-    return [PROCEDURES / directory / f"{name}.sql" for name in PROCEDURE_NAMES]
 
 
 def _require_dbo_schema() -> None:

@@ -17,28 +17,24 @@ Create Date: 2026-11-24
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlalchemy as sa
 from alembic import op
+
+from sheaf.adapters.sql.snapshots import drop_procedures, install_snapshots
 
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-PROCEDURES = Path(__file__).resolve().parents[2] / "procedures"
-NEW_PROCEDURES = ("claim_queued_documents_v2",)
+NEW_PROCEDURES = ("claim_queued_documents_v2",)  # snapshots/0004/<postgres|mssql>/
 INDEX = "ix_documents_queued_ready"
 QUEUED = sa.text("status = 'queued'")
 
 
 def upgrade() -> None:
     bind = op.get_bind()
-    directory = {"postgresql": "postgres", "mssql": "mssql"}.get(bind.dialect.name)
-    if directory is not None:
-        for name in NEW_PROCEDURES:
-            bind.exec_driver_sql((PROCEDURES / directory / f"{name}.sql").read_text("utf-8"))
+    install_snapshots(bind, revision, *NEW_PROCEDURES)
     if bind.dialect.name in ("postgresql", "sqlite"):
         op.create_index(
             INDEX,
@@ -53,8 +49,4 @@ def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name in ("postgresql", "sqlite"):
         op.drop_index(INDEX, table_name="documents")
-    for name in NEW_PROCEDURES:
-        if bind.dialect.name == "mssql":
-            bind.exec_driver_sql(f"DROP PROCEDURE IF EXISTS dbo.{name}")
-        elif bind.dialect.name == "postgresql":
-            bind.exec_driver_sql(f"DROP FUNCTION IF EXISTS {name}")
+    drop_procedures(bind, *NEW_PROCEDURES)

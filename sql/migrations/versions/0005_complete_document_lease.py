@@ -13,21 +13,21 @@ Create Date: 2026-11-24
   its single UPDATE … FROM (picked rows) had no usable generic plan, so PostgreSQL planned
   it on every call, which cost more than running it.
 
-No table changes.
+No table changes. Both are this revision's snapshots (`snapshots/0005/postgres/`); the
+downgrade drops the new function and puts back 0004's body of the claim.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import op
+
+from sheaf.adapters.sql.snapshots import drop_procedures, install_snapshots
 
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
 
-PROCEDURES = Path(__file__).resolve().parents[2] / "procedures"
 NEW_FUNCTIONS = ("complete_document_lease",)
 REPLACED_BODIES = ("claim_queued_documents_v2",)  # CREATE OR REPLACE: same signature
 
@@ -35,12 +35,11 @@ REPLACED_BODIES = ("claim_queued_documents_v2",)  # CREATE OR REPLACE: same sign
 def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
-        for name in (*NEW_FUNCTIONS, *REPLACED_BODIES):
-            bind.exec_driver_sql((PROCEDURES / "postgres" / f"{name}.sql").read_text("utf-8"))
+        install_snapshots(bind, revision, *NEW_FUNCTIONS, *REPLACED_BODIES)
 
 
 def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
-        for name in NEW_FUNCTIONS:
-            bind.exec_driver_sql(f"DROP FUNCTION IF EXISTS {name}")
+        drop_procedures(bind, *NEW_FUNCTIONS)
+        install_snapshots(bind, "0004", *REPLACED_BODIES)

@@ -15,16 +15,15 @@ wake workers through Service Bus.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import op
+
+from sheaf.adapters.sql.snapshots import drop_procedures, install_snapshots
 
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-PROCEDURES = Path(__file__).resolve().parents[2] / "procedures"
 TRIGGER = """
 CREATE TRIGGER documents_queued_notify
 AFTER INSERT OR UPDATE OF status ON documents
@@ -37,8 +36,7 @@ EXECUTE FUNCTION notify_document_queued()
 def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
-        sql = (PROCEDURES / "postgres" / "notify_document_queued.sql").read_text("utf-8")
-        bind.exec_driver_sql(sql)
+        install_snapshots(bind, revision, "notify_document_queued")  # snapshots/0006/postgres/
         bind.exec_driver_sql(TRIGGER)
 
 
@@ -46,4 +44,4 @@ def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         bind.exec_driver_sql("DROP TRIGGER IF EXISTS documents_queued_notify ON documents")
-        bind.exec_driver_sql("DROP FUNCTION IF EXISTS notify_document_queued")
+        drop_procedures(bind, "notify_document_queued")
