@@ -32,6 +32,7 @@ def migrate(settings: Settings) -> None:
         settings.database_url.get_secret_value(),
         entra=settings.database_auth == "entra",
         azure_client_id=settings.azure_client_id,
+        lock_timeout=settings.migration_lock_timeout_seconds,
     )
 
 

@@ -151,7 +151,10 @@ def db_upgrade() -> None:
     from sheaf.bootstrap import migrate
 
     settings = _settings()
-    migrate(settings)
+    try:
+        migrate(settings)
+    except SheafError as exc:  # e.g. another migrator held the lock too long: exit 1
+        raise click.ClickException(exc.message) from None
     click.echo(f"database {_where(settings)} is up to date")
 
 

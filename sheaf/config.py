@@ -40,6 +40,12 @@ class Settings(BaseModel):
         description="SQL Server sign-in: `sql` (user and password in the URL) or `entra` "
         "(the Azure identity's access token; no secret).",
     )
+    migration_lock_timeout_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="How long `sheaf db upgrade` waits for another migrator to finish before "
+        "it gives up with exit status 1.",
+    )
     blob_backend: Literal["local", "azure"] = Field(
         "local", description="`local`: a directory (SHEAF_BLOB_DIR); `azure`: Blob Storage."
     )

@@ -1,10 +1,13 @@
 """Alembic environment for Sheaf: runs the migrations over Sheaf's own async engine.
 
 Start it with `sheaf.adapters.sql.migrate.upgrade(url)`, which passes the URL in
-`config.attributes`. The whole upgrade is one transaction that first serialises concurrent
-migrators: SQLite's engine begins with BEGIN IMMEDIATE, PostgreSQL takes an advisory lock,
-SQL Server an application lock. With `entra` set, SQL Server is signed in to with the
-Azure identity (the migrator's own, in the Kubernetes migration Job).
+`config.attributes`. The whole upgrade is one transaction, and concurrent migrators are
+serialised around it: SQLite's engine begins with BEGIN IMMEDIATE, PostgreSQL takes a
+transaction advisory lock first, SQL Server a session application lock before the
+transaction begins and released after it ends. A lock not granted within `lock_timeout`
+seconds raises `MigrationLocked` (sheaf.adapters.sql.migrate). With `entra` set, SQL
+Server is signed in to with the Azure identity (the migrator's own, in the Kubernetes
+migration Job).
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ import asyncio
 import contextlib
 
 from alembic import context
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from sheaf.adapters.sql import create_engine
+from sheaf.adapters.sql.migrate import (
+    MIGRATION_LOCK_TIMEOUT_SECONDS,
+    session_lock,
+    transaction_lock,
+)
 from sheaf.adapters.sql.schema import metadata
-
-MIGRATION_LOCK_KEY = 0x5EAF_0001  # pg_advisory_xact_lock key: one migrator per database
 
 
 def _database_url() -> str:
@@ -31,18 +37,9 @@ def _database_url() -> str:
 
 
 def _migrate(connection: Connection) -> None:
-    with connection.begin():
-        if connection.dialect.name == "postgresql":
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
-            )
-        elif connection.dialect.name == "mssql":
-            connection.execute(
-                text(
-                    "EXEC sp_getapplock @Resource = 'sheaf-migrations', "
-                    "@LockMode = 'Exclusive', @LockOwner = 'Transaction'"
-                )
-            )
+    timeout = float(context.config.attributes.get("lock_timeout", MIGRATION_LOCK_TIMEOUT_SECONDS))
+    with session_lock(connection, timeout), connection.begin():
+        transaction_lock(connection, timeout)
         context.configure(
             connection=connection,
             target_metadata=metadata,

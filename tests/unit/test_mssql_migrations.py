@@ -18,6 +18,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy.dialects import mssql as mssql_dialect
 
+from sheaf.adapters.sql.migrate import MigrationLocked, session_lock
 from sheaf.adapters.sql.snapshots import read_snapshot, snapshot_names
 
 pytestmark = pytest.mark.unit
@@ -106,3 +107,68 @@ def test_each_revision_installs_its_own_snapshots_on_sql_server(
     procedures = [sql for sql in executed if "CREATE OR ALTER PROCEDURE" in sql]
     expected = [read_snapshot(revision, "mssql", n) for n in snapshot_names(revision, "mssql")]
     assert procedures == expected
+
+
+# -- the migration lock on SQL Server (issue 16, point 1) -------------------------------------
+
+
+class LockSession:
+    """A sync connection on SQL Server that records what the migration lock sends.
+
+    `granted` is what sp_getapplock returns: 0 or 1 granted, negative not.
+    """
+
+    def __init__(self, granted: int) -> None:
+        self.dialect = SimpleNamespace(name="mssql")
+        self.invalidated = False
+        self.granted = granted
+        self.sent: list[str] = []
+
+    def execute(self, statement: Any, parameters: dict[str, Any] | None = None) -> Any:
+        sql = " ".join(str(statement).split())
+        self.sent.append(sql if not parameters else f"{sql} {parameters}")
+        return SimpleNamespace(scalar_one=lambda: self.granted)
+
+    def commit(self) -> None:
+        self.sent.append("COMMIT")
+
+    def rollback(self) -> None:
+        self.sent.append("ROLLBACK")
+
+
+def test_the_migration_lock_is_the_sessions_and_held_around_the_migration() -> None:
+    session = LockSession(granted=1)
+    with session_lock(session, timeout=1.5):  # type: ignore[arg-type]
+        session.sent.append("MIGRATION")
+    get, commit, migration, rollback, release, last_commit = session.sent
+    assert "EXEC @result = sp_getapplock @Resource = N'sheaf-migrations'" in get
+    assert "@LockOwner = N'Session'" in get  # not 'Transaction': no transaction is open yet
+    assert "@LockTimeout = :timeout_ms" in get
+    assert get.endswith("SELECT @result AS result {'timeout_ms': 1500}")  # the code is read
+    assert (commit, migration, rollback, last_commit) == (
+        "COMMIT",
+        "MIGRATION",
+        "ROLLBACK",
+        "COMMIT",
+    )
+    assert release.startswith("EXEC sp_releaseapplock @Resource = N'sheaf-migrations'")
+    assert "@LockOwner = N'Session'" in release
+
+
+@pytest.mark.parametrize(("code", "why"), [(-1, "not granted"), (-3, "deadlock"), (-999, "-999")])
+def test_a_refused_migration_lock_stops_the_migration(code: int, why: str) -> None:
+    session = LockSession(granted=code)
+    refused = pytest.raises(MigrationLocked, match=f"another `sheaf db upgrade`.*{why}.*after 2 s")
+    with refused, session_lock(session, timeout=2):  # type: ignore[arg-type]
+        session.sent.append("MIGRATION")
+    assert "MIGRATION" not in session.sent
+    assert not any("sp_releaseapplock" in sql for sql in session.sent)
+
+
+def test_a_failed_migration_still_releases_the_lock() -> None:
+    session = LockSession(granted=0)
+    with pytest.raises(RuntimeError), session_lock(session, timeout=1):  # type: ignore[arg-type]
+        raise RuntimeError("DDL failed")
+    assert session.sent[-3] == "ROLLBACK"
+    assert "sp_releaseapplock" in session.sent[-2]
+    assert session.sent[-1] == "COMMIT"
