@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 from alembic import context
 from sqlalchemy import Connection, text
@@ -19,6 +20,7 @@ from sheaf.adapters.sql import create_engine
 from sheaf.adapters.sql.schema import metadata
 
 MIGRATION_LOCK_KEY = 0x5EAF_0001  # pg_advisory_xact_lock key: one migrator per database
+MSSQL_FULLTEXT = Path(__file__).resolve().parent / "mssql_fulltext.sql"
 
 
 def _database_url() -> str:
@@ -52,6 +54,18 @@ def _migrate(connection: Connection) -> None:
         context.run_migrations()
 
 
+def _after_commit(connection: Connection) -> None:
+    """SQL Server: what cannot run inside the upgrade's transaction (see revision 0008)."""
+    if connection.dialect.name != "mssql":
+        return
+    lock = "@Resource = 'sheaf-migrations', @LockOwner = 'Session'"
+    connection.exec_driver_sql(f"EXEC sp_getapplock {lock}, @LockMode = 'Exclusive'")
+    try:
+        connection.exec_driver_sql(MSSQL_FULLTEXT.read_text("utf-8"))
+    finally:
+        connection.exec_driver_sql(f"EXEC sp_releaseapplock {lock}")
+
+
 async def _migrate_async() -> None:
     async with contextlib.AsyncExitStack() as stack:
         credential = None
@@ -65,6 +79,9 @@ async def _migrate_async() -> None:
         stack.push_async_callback(engine.dispose)
         async with engine.connect() as connection:
             await connection.run_sync(_migrate)
+        async with engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.run_sync(_after_commit)
 
 
 if context.is_offline_mode():
