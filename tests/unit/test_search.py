@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import uuid
@@ -10,8 +11,10 @@ from collections.abc import Awaitable, Callable, Sequence
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from click.testing import CliRunner, Result
 
 from api.app import create_app
+from sheaf.cli import main
 from sheaf.domain.models import (
     Chunk,
     Completion,
@@ -219,3 +222,35 @@ async def test_the_api_reports_mode_rankings_and_missing_collections(
     ]:
         response = await client.get("/v1/collections/c/search", params={"q": "x", name: value})
         assert (response.status, (await response.json())["error"]["code"]) == (400, code)
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+async def test_cli_search_prints_rankings_and_fails_on_a_missing_collection(
+    aiohttp_client: MakeClient, deps: Deps
+) -> None:
+    client = await aiohttp_client(create_app(deps.settings, deps=deps, housekeeping=False))
+    env = {"SHEAF_API_URL": str(client.make_url("/")).rstrip("/")}
+    doc = await indexed(deps, "c", "minutes.txt", "harbour crane minutes", "budget")
+    other = await indexed(deps, "c", "other.txt", "crane")
+
+    def sheaf(*args: str) -> Result:
+        return CliRunner().invoke(main, list(args), env=env)
+
+    found = await asyncio.to_thread(
+        sheaf, "search", "crane", "-c", "c", "--mode", "keyword", "--document", doc.id
+    )
+    assert found.exit_code == 0, found.output
+    assert "1. minutes.txt p.1" in found.output
+    assert "(keyword #1)" in found.output
+    assert other.id not in found.output
+    hybrid = await asyncio.to_thread(sheaf, "search", "crane", "-c", "c", "--filename", "o*")
+    assert "(vector #1, keyword #1)" in hybrid.output
+    assert doc.id not in hybrid.output
+    nothing = await asyncio.to_thread(sheaf, "search", "zebra", "-c", "c", "--mode", "keyword")
+    assert (nothing.exit_code, nothing.output.strip()) == (0, "no results")
+    missing = await asyncio.to_thread(sheaf, "search", "crane", "-c", "nowhere")
+    assert missing.exit_code == 1
+    assert "collection 'nowhere' does not exist" in missing.output
+    assert "no results" not in missing.output
