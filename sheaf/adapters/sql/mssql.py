@@ -36,6 +36,7 @@ from sqlalchemy import (
     Float,
     Integer,
     Row,
+    Select,
     TextClause,
     TextualSelect,
     event,
@@ -378,6 +379,27 @@ CONTAINS_RANKING = (
 )
 
 
+def contains_query(
+    collection: str, terms: Sequence[str], k: int, filters: SearchFilter | None
+) -> Select[tuple[int, float]]:
+    """The k best full-text matches among the live chunks of the collection."""
+    ranked = (
+        text(CONTAINS_RANKING)
+        .bindparams(condition=contains_condition(terms))
+        .columns(id=Integer, score=Float)
+        .subquery("ranked")
+    )
+    query = (
+        select(ranked.c.id, ranked.c.score)
+        .select_from(ranked.join(live_chunks(), chunks.c.id == ranked.c.id))
+        .where(chunks.c.collection == collection)
+        .order_by(ranked.c.score.desc(), ranked.c.id)
+        .limit(k)
+    )
+    allowed = filter_clause(filters)
+    return query if allowed is None else query.where(allowed)
+
+
 def contains_condition(terms: Sequence[str]) -> str:
     """The CONTAINS search condition: any of the words, in any inflected form. The words
     are `\\w+` runs (`sheaf.domain.search.query_terms`), so no quote can close the string."""
@@ -430,22 +452,7 @@ class MssqlDocumentStore(SqlDocumentStore):
             self._fulltext = bool((await conn.execute(text(FULLTEXT_ACTIVE))).scalar())
         if not self._fulltext:
             return await scan_keyword_ranking(conn, collection, terms, k, filters)
-        ranked = (
-            text(CONTAINS_RANKING)
-            .bindparams(condition=contains_condition(terms))
-            .columns(id=Integer, score=Float)
-            .subquery("ranked")
-        )
-        query = (
-            select(ranked.c.id, ranked.c.score)
-            .select_from(ranked.join(live_chunks(), chunks.c.id == ranked.c.id))
-            .where(chunks.c.collection == collection)
-            .order_by(ranked.c.score.desc(), ranked.c.id)
-            .limit(k)
-        )
-        allowed = filter_clause(filters)
-        if allowed is not None:
-            query = query.where(allowed)
+        query = contains_query(collection, terms, k, filters)
         return [(row.id, float(row.score)) for row in await conn.execute(query)]
 
     async def _now(self, conn: AsyncConnection) -> datetime:
