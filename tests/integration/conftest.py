@@ -100,7 +100,8 @@ def migrated_mssql_url(mssql_admin: sa.Engine) -> str:
 def empty_mssql_url(migrated_mssql_url: str, mssql_admin: sa.Engine) -> str:
     """The SQL Server test database, migrated, every table emptied."""
     with mssql_admin.begin() as conn:  # children first: documents is referenced
-        conn.exec_driver_sql("TRUNCATE TABLE chunks; TRUNCATE TABLE attempts")
+        # DELETE, not TRUNCATE: chunks may carry a full-text index (revision 0008).
+        conn.exec_driver_sql("DELETE FROM chunks; TRUNCATE TABLE attempts")
         conn.exec_driver_sql("DELETE FROM documents")
     return migrated_mssql_url
 
