@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
@@ -14,10 +15,11 @@ from api import openapi as openapi_document
 from api import views
 from api.keys import DEPS
 from sheaf import metrics, observability
-from sheaf.domain.models import Status
+from sheaf.domain.models import SearchFilter, SearchMode, Status
 from sheaf.errors import ClientError, UploadTooLarge
 from sheaf.observability import LoopMonitor
 from sheaf.services import dlq, documents, ingest
+from sheaf.services import search as searching
 
 MONITOR = web.AppKey("loop_monitor", LoopMonitor)  # started by the app's cleanup_ctx
 
@@ -235,15 +237,48 @@ async def search(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     collection = request.match_info["collection"]
     query = request.query.get("q", "")
-    hits = await documents.search(deps, collection, query, _int(request, "k", 5))
+    mode = _mode(request.query.get("mode"))
+    filters = SearchFilter(
+        document_ids=tuple(request.query.getall("document_id", [])),
+        filename=request.query.get("filename") or None,
+        uploaded_from=_time(request, "uploaded_from"),
+        uploaded_to=_time(request, "uploaded_to"),
+    )
+    hits = await searching.search(deps, collection, query, _int(request, "k", 5), mode, filters)
     return _json(
         {
             "collection": collection,
             "query": query,
+            "mode": mode.value,
             "model": deps.embedder.model,
             "results": [views.hit(h) for h in hits],
         }
     )
+
+
+def _mode(raw: str | None) -> SearchMode:
+    if not raw:
+        return SearchMode.HYBRID
+    try:
+        return SearchMode(raw)
+    except ValueError:
+        allowed = ", ".join(m.value for m in SearchMode)
+        raise ClientError(f"unknown mode {raw!r}; use one of {allowed}", code="bad_mode") from None
+
+
+def _time(request: web.Request, name: str) -> datetime | None:
+    """An ISO 8601 time; one without an offset is UTC."""
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ClientError(
+            f"{name} must be an ISO 8601 time such as 2026-12-06T14:30:00Z, not {raw[:64]!r}",
+            code="bad_parameter",
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 async def stats(request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sheaf.domain.models import AttemptOutcome, ErrorKind, Status
+from sheaf.domain.models import AttemptOutcome, ErrorKind, SearchMode, Status
 from sheaf.services.dlq import Outcome
 
 Schema = dict[str, Any]
@@ -124,6 +124,7 @@ SCHEMAS: dict[str, Schema] = {
         {
             "collection": STRING,
             "query": STRING,
+            "mode": _enum(SearchMode),
             "model": STRING,
             "results": _array(
                 _object(
@@ -133,6 +134,16 @@ SCHEMAS: dict[str, Schema] = {
                         "chunk": INTEGER,
                         "pages": _array(INTEGER),
                         "score": NUMBER,
+                        "rankings": {
+                            "type": "object",
+                            "description": "The 1-based rank of this chunk in each ranking "
+                            'that found it, e.g. {"keyword": 3, "vector": 1}.',
+                            "properties": {
+                                "keyword": {"type": "integer", "minimum": 1},
+                                "vector": {"type": "integer", "minimum": 1},
+                            },
+                            "additionalProperties": False,
+                        },
                         "text": STRING,
                         "links": _object({"document": STRING}),
                     }
@@ -370,7 +381,10 @@ PATHS: dict[str, Schema] = {
     "/v1/collections/{collection}/search": {
         "parameters": [COLLECTION],
         "get": _operation(
-            "The chunks nearest to a query, from completed documents. Needs `read`.",
+            "The chunks that best match a query, from completed documents: keyword (BM25) "
+            "and vector (cosine) rankings fused by reciprocal rank (`hybrid`, the default), "
+            "or one of them. `score` is the fused score, BM25 or cosine. A collection that "
+            "holds no documents answers 404 (`collection_not_found`). Needs `read`.",
             _responses({"200": _json("SearchResults", "Best first.")}),
             operationId="search",
             parameters=[
@@ -382,6 +396,38 @@ PATHS: dict[str, Schema] = {
                     "schema": {"type": "string", "pattern": "\\S"},
                 },
                 _query("k", "How many results (1-100; clamped).", INTEGER),
+                _query(
+                    "mode",
+                    "hybrid (default): keyword and vector fused; vector; or keyword.",
+                    _enum(SearchMode),
+                ),
+                {
+                    **_query(
+                        "document_id",
+                        "Only chunks of these documents (repeat the parameter for several).",
+                        _array(STRING),
+                    ),
+                    "style": "form",
+                    "explode": True,
+                },
+                _query(
+                    "filename",
+                    "Only documents whose whole file name matches this pattern, "
+                    "case-insensitively: * is any run of characters, ? any one character.",
+                    STRING,
+                ),
+                _query(
+                    "uploaded_from",
+                    "Only documents uploaded at or after this ISO 8601 time (UTC without an "
+                    "offset).",
+                    TIME,
+                ),
+                _query(
+                    "uploaded_to",
+                    "Only documents uploaded at or before this ISO 8601 time (UTC without an "
+                    "offset).",
+                    TIME,
+                ),
             ],
         ),
     },

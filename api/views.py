@@ -93,6 +93,7 @@ def hit(item: SearchHit) -> dict[str, Any]:
         "chunk": item.chunk_ordinal,
         "pages": list(range(item.page_start, item.page_end + 1)),
         "score": round(item.score, 6),
+        "rankings": dict(item.rankings),
         "text": item.text,
         "links": {"document": f"/v1/documents/{item.document_id}"},
     }

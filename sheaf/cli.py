@@ -228,17 +228,63 @@ def status(document_id: str | None) -> None:
 @click.argument("query")
 @click.option("-c", "--collection", default="default", show_default=True, help="Collection.")
 @click.option("-k", "k", type=int, default=5, show_default=True, help="How many results.")
-def search(query: str, collection: str, k: int) -> None:
-    """Search a collection and print the best chunks."""
-    body = _run(_get(f"/v1/collections/{collection}/search", q=query, k=k))
+@click.option(
+    "--mode",
+    type=click.Choice(["hybrid", "vector", "keyword"]),
+    default="hybrid",
+    show_default=True,
+    help="hybrid: keyword (BM25) and vector rankings fused; or one of them alone.",
+)
+@click.option(
+    "--document", "document_ids", multiple=True, help="Only this document id (repeatable)."
+)
+@click.option("--filename", help="Only files whose name matches this pattern (*, ?).")
+@click.option("--from", "uploaded_from", help="Only documents uploaded at or after (ISO 8601).")
+@click.option("--to", "uploaded_to", help="Only documents uploaded at or before (ISO 8601).")
+def search(
+    query: str,
+    collection: str,
+    k: int,
+    mode: str,
+    document_ids: tuple[str, ...],
+    filename: str | None,
+    uploaded_from: str | None,
+    uploaded_to: str | None,
+) -> None:
+    """Search a collection and print the best chunks, with the rankings that found each.
+
+    A collection that does not exist is an error (exit status 1), not "no results".
+    """
+    params = {
+        "q": query,
+        "k": k,
+        "mode": mode,
+        "filename": filename,
+        "uploaded_from": uploaded_from,
+        "uploaded_to": uploaded_to,
+    }
+    body = _run(_search(collection, params, document_ids))
     if not body["results"]:
         click.echo("no results")
     for n, hit in enumerate(body["results"], 1):
         pages = ",".join(str(p) for p in hit["pages"])
+        found_by = ", ".join(f"{name} #{rank}" for name, rank in hit.get("rankings", {}).items())
         click.echo(
-            f"{n}. {hit['filename']} p.{pages}  score {hit['score']:.3f}  [{hit['document_id']}]"
+            f"{n}. {hit['filename']} p.{pages}  score {hit['score']:.3f}  ({found_by})  "
+            f"[{hit['document_id']}]"
         )
         click.echo(f"   {' '.join(hit['text'].split())[:300]}")
+
+
+async def _search(
+    collection: str, params: dict[str, Any], document_ids: tuple[str, ...]
+) -> dict[str, Any]:
+    """GET the search; document ids repeat their parameter, as the API expects."""
+    query: list[tuple[str, str]] = [(k, str(v)) for k, v in params.items() if v is not None]
+    query += [("document_id", document_id) for document_id in document_ids]
+    async with _client() as client:
+        path = f"/v1/collections/{collection}/search"
+        return (await client.request("GET", path, params=query))[1]
 
 
 @main.group()

@@ -28,6 +28,7 @@ from sheaf.domain.models import (
     Page,
     ReleaseOutcome,
     ReleaseResult,
+    SearchFilter,
     SearchHit,
     Stats,
     Status,
@@ -148,13 +149,36 @@ class VectorIndex(Protocol):
         ...
 
     async def search(
-        self, collection: str, vector: Sequence[float], model: str, k: int
+        self,
+        collection: str,
+        vector: Sequence[float],
+        model: str,
+        k: int,
+        filters: SearchFilter | None = None,
     ) -> list[SearchHit]:
-        """Exact nearest chunks of `completed` documents embedded by `model`."""
+        """Exact nearest chunks of `completed` documents embedded by `model`, best first,
+        from the documents `filters` allows."""
         ...
 
 
-class DocumentStore(LeaseStore, DocumentRepository, VectorIndex, Protocol):
+class KeywordIndex(Protocol):
+    """The keyword (BM25-class) index over the same live chunks as the vectors: written
+    with the chunks, swapped with them at completion, gone with them on purge."""
+
+    async def keyword_search(
+        self, collection: str, query: str, k: int, filters: SearchFilter | None = None
+    ) -> list[SearchHit]:
+        """Live chunks of `completed` documents matching any word of `query`, best BM25
+        score first (`score` is the backend's BM25, higher is better), from the documents
+        `filters` allows. A query without words finds nothing."""
+        ...
+
+    async def collection_exists(self, collection: str) -> bool:
+        """Whether the collection holds any document that is not deleted."""
+        ...
+
+
+class DocumentStore(LeaseStore, DocumentRepository, VectorIndex, KeywordIndex, Protocol):
     """The SQL database: the three ports one relational backend provides together."""
 
     async def watch_queue(self, arrived: asyncio.Event, stop: asyncio.Event) -> None:

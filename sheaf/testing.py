@@ -42,10 +42,12 @@ from sheaf.domain.models import (
     NewDocument,
     ReleaseOutcome,
     ReleaseResult,
+    SearchFilter,
     SearchHit,
     Stats,
     Status,
 )
+from sheaf.domain.search import bm25_rank, glob_to_regex, query_terms
 from sheaf.errors import BlobNotFound, LeaseLost, StoreUnavailable, TransientError
 from sheaf.ports import BlobInfo
 
@@ -408,7 +410,12 @@ class InMemoryDocumentStore:
             }
 
     async def search(
-        self, collection: str, vector: Sequence[float], model: str, k: int
+        self,
+        collection: str,
+        vector: Sequence[float],
+        model: str,
+        k: int,
+        filters: SearchFilter | None = None,
     ) -> list[SearchHit]:
         async with self._lock:
             query = np.asarray(vector, dtype=np.float64)
@@ -419,6 +426,7 @@ class InMemoryDocumentStore:
                 and c.vector.shape == query.shape
                 and self._rows[c.document_id].collection == collection
                 and self._live(c)
+                and _allowed(self._rows[c.document_id], filters)
             ]
             candidates.sort(key=lambda c: (c.document_id, c.chunk.ordinal))
             if not candidates or k <= 0:
@@ -426,6 +434,40 @@ class InMemoryDocumentStore:
             scores = _cosine(np.stack([c.vector for c in candidates]), query)
             best = np.argsort(-scores, kind="stable")[:k]
             return [self._hit(candidates[i], float(scores[i])) for i in best]
+
+    async def keyword_search(
+        self, collection: str, query: str, k: int, filters: SearchFilter | None = None
+    ) -> list[SearchHit]:
+        """Okapi BM25 of whole words (`bm25_rank`) over the collection's live chunks: the
+        SQL backends stem words and estimate statistics their own way, so the contract
+        holds them to which chunks are found, not to exact scores."""
+        terms = query_terms(query)
+        async with self._lock:
+            live = [
+                c
+                for c in self._chunks
+                if self._rows[c.document_id].collection == collection and self._live(c)
+            ]
+            if not live or not terms or k <= 0:
+                return []
+            live.sort(key=lambda c: (c.document_id, c.chunk.ordinal))
+            texts = {i: c.chunk.text for i, c in enumerate(live)}
+            avgdl = sum(len(text) for text in texts.values()) / len(texts)
+            ranked = bm25_rank(
+                texts,
+                terms,
+                len(texts),
+                avgdl,
+                lambda i: _allowed(self._rows[live[i].document_id], filters),
+            )
+            return [self._hit(live[i], score) for i, score in ranked[:k]]
+
+    async def collection_exists(self, collection: str) -> bool:
+        async with self._lock:
+            return any(
+                r.collection == collection and r.status != Status.DELETED
+                for r in self._rows.values()
+            )
 
     async def watch_queue(self, arrived: asyncio.Event, stop: asyncio.Event) -> None:
         """No notifications: workers on the fake poll."""
@@ -583,6 +625,19 @@ def _listed(row: _Row, collection: str | None, status: Status | None) -> bool:
     if collection is not None and row.collection != collection:
         return False
     return row.status == status if status is not None else row.status != Status.DELETED
+
+
+def _allowed(row: _Row, filters: SearchFilter | None) -> bool:
+    """Whether `filters` lets a search return chunks of this document (as in SQL)."""
+    if filters is None:
+        return True
+    if filters.document_ids and row.id not in filters.document_ids:
+        return False
+    if filters.filename is not None and not glob_to_regex(filters.filename).fullmatch(row.filename):
+        return False
+    if filters.uploaded_from is not None and row.created_at < filters.uploaded_from:
+        return False
+    return filters.uploaded_to is None or row.created_at <= filters.uploaded_to
 
 
 def _same_live_content(row: _Row, doc: NewDocument) -> bool:

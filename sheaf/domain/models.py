@@ -207,6 +207,10 @@ class Completion:
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:
+    """One chunk found by a search. `score` is the ranking's own (cosine for vector,
+    BM25 for keyword, the fused score for hybrid); `rankings` says which rankings found
+    it and at which 1-based rank, e.g. {"keyword": 3, "vector": 1}."""
+
     document_id: str
     filename: str
     chunk_ordinal: int
@@ -214,6 +218,35 @@ class SearchHit:
     page_end: int
     score: float
     text: str
+    rankings: dict[str, int] = field(default_factory=dict)
+
+
+class SearchMode(StrEnum):
+    HYBRID = "hybrid"  # keyword and vector rankings fused (the default)
+    VECTOR = "vector"
+    KEYWORD = "keyword"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilter:
+    """Which documents a search may return; every condition given must hold.
+
+    `filename` is a pattern matched against the whole file name, case-insensitively,
+    where `*` is any run of characters and `?` any one character. The upload-time bounds
+    (`documents.created_at`) are both inclusive.
+    """
+
+    document_ids: tuple[str, ...] = ()
+    filename: str | None = None
+    uploaded_from: datetime | None = None
+    uploaded_to: datetime | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self == NO_FILTER
+
+
+NO_FILTER = SearchFilter()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sheaf.domain.models import Dispatch, Document, SearchHit, Stats, Status
-from sheaf.errors import ClientError, Conflict, NotFound
+from sheaf.domain.models import Dispatch, Document, Stats, Status
+from sheaf.errors import Conflict, NotFound
 from sheaf.services.deps import Deps
 from sheaf.services.ingest import check_collection
 
 MAX_PAGE = 200
-MAX_K = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +77,3 @@ async def failed(deps: Deps, cursor: str | None, limit: int) -> DocumentPage:
 
 async def stats(deps: Deps) -> Stats:
     return await deps.store.stats()
-
-
-async def search(deps: Deps, collection: str, query: str, k: int) -> list[SearchHit]:
-    check_collection(collection)
-    if not query.strip():
-        raise ClientError("the query is empty; pass words to search for in q", code="empty_query")
-    [vector] = await deps.embedder.embed([query])
-    return await deps.store.search(collection, vector, deps.embedder.model, max(1, min(k, MAX_K)))

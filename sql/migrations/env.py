@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 from alembic import context
 from sqlalchemy import Connection
@@ -25,6 +26,8 @@ from sheaf.adapters.sql.migrate import (
     transaction_lock,
 )
 from sheaf.adapters.sql.schema import metadata
+
+MSSQL_FULLTEXT = Path(__file__).resolve().parent / "mssql_fulltext.sql"
 
 
 def _database_url() -> str:
@@ -49,6 +52,16 @@ def _migrate(connection: Connection) -> None:
         context.run_migrations()
 
 
+def _after_commit(connection: Connection) -> None:
+    """SQL Server: what cannot run inside the upgrade's transaction (see revision 0008),
+    under the same checked session lock as the upgrade."""
+    if connection.dialect.name != "mssql":
+        return
+    timeout = float(context.config.attributes.get("lock_timeout", MIGRATION_LOCK_TIMEOUT_SECONDS))
+    with session_lock(connection, timeout):
+        connection.exec_driver_sql(MSSQL_FULLTEXT.read_text("utf-8"))
+
+
 async def _migrate_async() -> None:
     async with contextlib.AsyncExitStack() as stack:
         credential = None
@@ -62,6 +75,9 @@ async def _migrate_async() -> None:
         stack.push_async_callback(engine.dispose)
         async with engine.connect() as connection:
             await connection.run_sync(_migrate)
+        async with engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.run_sync(_after_commit)
 
 
 if context.is_offline_mode():

@@ -100,7 +100,8 @@ def migrated_mssql_url(mssql_admin: sa.Engine) -> str:
 def empty_mssql_url(migrated_mssql_url: str, mssql_admin: sa.Engine) -> str:
     """The SQL Server test database, migrated, every table emptied."""
     with mssql_admin.begin() as conn:  # children first: documents is referenced
-        conn.exec_driver_sql("TRUNCATE TABLE chunks; TRUNCATE TABLE attempts")
+        # DELETE, not TRUNCATE: chunks may carry a full-text index (revision 0008).
+        conn.exec_driver_sql("DELETE FROM chunks; TRUNCATE TABLE attempts")
         conn.exec_driver_sql("DELETE FROM documents")
     return migrated_mssql_url
 
@@ -165,7 +166,7 @@ async def store(store_url: str) -> AsyncIterator[DocumentStore]:
 
 @pytest.fixture
 def new_document() -> NewDocumentFactory:
-    """`new_document(collection=, content=, max_attempts=)`: a document to upload."""
+    """`new_document(collection=, content=, max_attempts=, filename=)`: a document to upload."""
     return _new_document
 
 
@@ -182,7 +183,11 @@ def make_document(store: DocumentStore) -> MakeDocument:
 
 
 def _new_document(
-    *, collection: str = "docs", content: str | None = None, max_attempts: int = 3
+    *,
+    collection: str = "docs",
+    content: str | None = None,
+    max_attempts: int = 3,
+    filename: str | None = None,
 ) -> NewDocument:
     """A document to upload; distinct content unless `content` is given."""
     document_id = str(uuid.uuid4())
@@ -190,7 +195,7 @@ def _new_document(
     return NewDocument(
         id=document_id,
         collection=collection,
-        filename=f"{document_id[:8]}.txt",
+        filename=filename or f"{document_id[:8]}.txt",
         content_type="text/plain",
         size_bytes=len(body),
         sha256=hashlib.sha256(body.encode()).hexdigest(),

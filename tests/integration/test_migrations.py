@@ -20,7 +20,7 @@ from alembic.script import ScriptDirectory
 
 from sheaf.adapters.sql import open_store
 from sheaf.adapters.sql.migrate import _config, sql_dir, upgrade
-from sheaf.adapters.sql.schema import metadata
+from sheaf.adapters.sql.schema import metadata, on_dialect
 from sheaf.adapters.sql.snapshots import read_snapshot
 from sheaf.errors import ConfigError
 from tests.integration.conftest import MSSQL_URL, NO_MSSQL, _create_mssql_database
@@ -38,12 +38,17 @@ LEASE_FUNCTIONS = {
     "complete_document_lease",
     "notify_document_queued",  # the trigger function of migration 0006
 }
-EXPECTED_COLUMNS = {
-    name: {c.name for c in table.columns} for name, table in metadata.tables.items()
-}
-EXPECTED_INDEXES = {
-    name: {index.name for index in table.indexes} for name, table in metadata.tables.items()
-}
+
+
+def expected(dialect: str) -> tuple[dict[str, set[str]], dict[str, set[str | None]]]:
+    """Columns and index names per table that `schema.py` promises on `dialect`."""
+    tables = metadata.tables.items()
+    return (
+        {name: {c.name for c in t.columns if on_dialect(c, dialect)} for name, t in tables},
+        {name: {i.name for i in t.indexes if on_dialect(i, dialect)} for name, t in tables},
+    )
+
+
 LIVE_INDEX = "uq_documents_collection_sha256_live"
 
 
@@ -113,8 +118,17 @@ def test_sqlite_upgrade_builds_the_schema_once(tmp_path: Path) -> None:
     path = tmp_path / "not" / "yet" / "sheaf.db"  # upgrade creates the directories
     upgrade(f"sqlite+aiosqlite:///{path}")
     sync_url = f"sqlite:///{path}"
-    assert read_schema(sync_url) == (EXPECTED_COLUMNS, EXPECTED_INDEXES)
+    assert read_schema(sync_url) == expected("sqlite")
     (live_index,) = dump(sync_url, f"SELECT sql FROM sqlite_master WHERE name = '{LIVE_INDEX}'")
+    keyword_index = "SELECT type, name FROM sqlite_master WHERE name LIKE 'chunks_fts%' ORDER BY 2"
+    assert [row for row in dump(sync_url, keyword_index) if row[0] != "table"] == [
+        ("trigger", "chunks_fts_delete"),
+        ("trigger", "chunks_fts_insert"),
+        ("trigger", "chunks_fts_update"),
+    ]
+    (fts,) = dump(sync_url, "SELECT sql FROM sqlite_master WHERE name = 'chunks_fts'")
+    assert "fts5" in str(fts[0])
+    assert "content='chunks'" in str(fts[0])
     assert "WHERE status <> 'deleted'" in str(live_index[0])
     everything = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
     before = dump(sync_url, everything), dump(sync_url, "SELECT * FROM alembic_version")
@@ -127,7 +141,7 @@ def test_postgres_upgrade_builds_the_schema_and_functions_once(fresh_postgres: s
     url = fresh_postgres.replace("postgresql://", "postgresql+asyncpg://", 1)
     sync_url = fresh_postgres.replace("postgresql://", "postgresql+psycopg2://", 1)
     upgrade(url)
-    assert read_schema(sync_url) == (EXPECTED_COLUMNS, EXPECTED_INDEXES)
+    assert read_schema(sync_url) == expected("postgresql")
     functions = "SELECT proname, prosrc FROM pg_proc WHERE proname = ANY(:names) ORDER BY 1"
     query = functions.replace(
         ":names", "ARRAY[" + ",".join(f"'{f}'" for f in LEASE_FUNCTIONS) + "]"

@@ -1,8 +1,10 @@
 """The store contract (docs/lease-contract.md), judged on every backend through the port only.
 
 Each test uses `DocumentStore` methods and nothing else, so the in-memory fake is held to
-exactly the same promises as SQLite and PostgreSQL. Leases are fractions of a second and
-expiry is waited for with short sleeps, which keeps the whole file fast.
+exactly the same promises as SQLite and PostgreSQL. (One exception: on SQL Server, keyword
+searches first wait for the full-text index, which the server fills in the background.)
+Leases are fractions of a second and expiry is waited for with short sleeps, which keeps
+the whole file fast.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import contextlib
 import dataclasses
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
+from sheaf.adapters.sql.mssql import MssqlDocumentStore
 from sheaf.domain.chunking import content_hash
 from sheaf.domain.models import (
     AcquireOutcome,
@@ -30,6 +34,8 @@ from sheaf.domain.models import (
     Lease,
     NewDocument,
     ReleaseOutcome,
+    SearchFilter,
+    SearchHit,
     Status,
 )
 from sheaf.errors import LeaseLost
@@ -737,6 +743,152 @@ async def test_search_ranks_live_chunks_of_one_collection_and_model(
     assert len(await store.search("docs", target, "m", 10)) == 3
     assert await store.search("docs", target, "nobody", 10) == []
     assert await store.search("docs", target, "m", 0) == []
+
+
+def texts(*words: str, model: str = "m", tag: str = "") -> list[EmbeddedChunk]:
+    """Chunks with these texts (vectors all alike: keyword tests ignore them)."""
+    return [
+        EmbeddedChunk(Chunk(i, f"{tag}{body}", page_start=1, page_end=1), (1.0, 0.0, 0.0), model)
+        for i, body in enumerate(words)
+    ]
+
+
+def found(hits: list[SearchHit]) -> list[tuple[str, int]]:
+    return [(h.document_id, h.chunk_ordinal) for h in hits]
+
+
+PENDING_FULL_TEXT = text(
+    "SELECT CAST(OBJECTPROPERTYEX(OBJECT_ID(N'dbo.chunks'), 'TableFulltextPendingChanges') AS INT)"
+)
+
+
+async def keywords(
+    store: DocumentStore, collection: str, query: str, k: int, filters: SearchFilter | None = None
+) -> list[SearchHit]:
+    """`keyword_search`, once SQL Server's full-text index has taken in every change: it
+    is filled in the background (docs/search.md), the other backends at once."""
+    if isinstance(store, MssqlDocumentStore):
+        for _ in range(100):
+            async with store.engine.connect() as conn:
+                if not (await conn.execute(PENDING_FULL_TEXT)).scalar():  # None: no index
+                    break
+            await asyncio.sleep(0.1)
+    return await store.keyword_search(collection, query, k, filters)
+
+
+async def test_keyword_search_finds_words_in_live_chunks_of_one_collection(
+    store: DocumentStore, make_document: MakeDocument
+) -> None:
+    """The keyword index holds exactly what vector search sees: tombstones, staged chunks,
+    a superseded attempt's chunks and other collections are never found."""
+    done = await make_document()
+    await completed(
+        store,
+        done,
+        *texts("the quick brown fox jumps", "lazy dogs sleep all day", "brown bread and fox"),
+    )
+    other_collection = await make_document(collection="elsewhere")
+    await completed(store, other_collection, *texts("brown fox"))
+    gone = await make_document()
+    await completed(store, gone, *texts("brown fox"))
+    await store.delete_document(gone.id)
+    staged = await make_document()
+    await store.write_chunks(await lease_of(store, staged), texts("brown fox"))
+    taken_over = await make_document()
+    old = await lease_of(store, taken_over, SHORT)
+    await store.write_chunks(old, texts("brown fox", tag="old "))
+    await asyncio.sleep(PAST_SHORT)
+    result = await store.acquire_document_lease(taken_over.id, "worker-b", LONG)
+    assert result.lease is not None
+    await store.write_chunks(result.lease, texts("grey wolf"))
+    await store.complete(result.lease, completion(1))
+
+    hits = await keywords(store, "docs", "brown fox", 10)
+    assert found(hits) == [(done.id, 2), (done.id, 0)]  # the shorter chunk ranks first
+    assert hits[0].score > hits[1].score > 0
+    assert (hits[0].filename, hits[0].text) == (done.filename, "brown bread and fox")
+    assert found(await keywords(store, "docs", "BROWN", 1)) == [(done.id, 2)]
+    assert found(await keywords(store, "docs", "Wolf!", 10)) == [(taken_over.id, 0)]
+    assert found(await keywords(store, "elsewhere", "fox", 10)) == [(other_collection.id, 0)]
+    assert await keywords(store, "docs", "zebra", 10) == []
+    assert await keywords(store, "docs", " ?! ", 10) == []
+    assert await keywords(store, "docs", "fox", 0) == []
+    assert await keywords(store, "nowhere", "fox", 10) == []
+
+
+async def test_keyword_search_ranks_rarer_words_higher(
+    store: DocumentStore, make_document: MakeDocument
+) -> None:
+    """BM25's inverse document frequency: a word in few chunks outweighs a common one."""
+    doc = await make_document()
+    common = [f"report number {n} about sales" for n in range(6)]
+    await completed(store, doc, *texts(*common, "report about harbour", "quarterly sales"))
+    hits = await keywords(store, "docs", "harbour sales", 3)
+    assert found(hits)[0] == (doc.id, 6)  # the only chunk with the rare word
+
+
+async def test_keyword_search_follows_reingest_and_purge(
+    store: DocumentStore, make_document: MakeDocument
+) -> None:
+    doc = await make_document()
+    await completed(store, doc, *texts("first version of the memo"))
+    assert found(await keywords(store, "docs", "memo", 5)) == [(doc.id, 0)]
+    await store.delete_document(doc.id)
+    assert await keywords(store, "docs", "memo", 5) == []
+    await store.purge_document(doc.id)
+    assert await keywords(store, "docs", "memo", 5) == []
+    again = await make_document()  # the same file uploaded again: a new row
+    await completed(store, again, *texts("second version of the memo"))
+    (hit,) = await keywords(store, "docs", "memo version", 5)
+    assert (hit.document_id, hit.text) == (again.id, "second version of the memo")
+
+
+async def test_search_filters_by_document_filename_and_upload_time(
+    store: DocumentStore, make_document: MakeDocument
+) -> None:
+    """Both rankings honour the same filters; keyword statistics stay the collection's."""
+    first = await make_document(filename="Annual Report 2024.pdf")
+    await completed(store, first, *texts("harbour budget"))
+    await asyncio.sleep(0.02)  # distinct upload times on every database clock
+    second = await make_document(filename="notes_2025.txt")
+    await completed(store, second, *texts("harbour budget"))
+    third = await make_document(filename="report%.txt")
+    await completed(store, third, *texts("harbour budget"))
+
+    async def both(filters: SearchFilter) -> set[str]:
+        keyword = {h.document_id for h in await keywords(store, "docs", "harbour", 10, filters)}
+        vector = {
+            h.document_id for h in await store.search("docs", (1.0, 0.0, 0.0), "m", 10, filters)
+        }
+        assert keyword == vector
+        return keyword
+
+    everything = {first.id, second.id, third.id}
+    assert await both(SearchFilter()) == everything
+    assert await both(SearchFilter(document_ids=(second.id, "no-such-document"))) == {second.id}
+    assert await both(SearchFilter(filename="*report*")) == {first.id, third.id}  # any case
+    assert await both(SearchFilter(filename="*.PDF")) == {first.id}
+    assert await both(SearchFilter(filename="notes?2025.txt")) == {second.id}
+    assert await both(SearchFilter(filename="notes_2025")) == set()  # the whole name
+    assert await both(SearchFilter(filename="report%*")) == {third.id}  # % is no wildcard
+    assert await both(SearchFilter(filename="*_2025*")) == {second.id}  # nor is _
+    assert await both(SearchFilter(uploaded_from=second.created_at)) == {second.id, third.id}
+    assert await both(SearchFilter(uploaded_to=first.created_at)) == {first.id}
+    later = second.created_at + timedelta(days=1)
+    assert await both(SearchFilter(uploaded_from=later)) == set()
+    combined = SearchFilter(filename="*.txt", uploaded_to=second.created_at)
+    assert await both(combined) == {second.id}
+
+
+async def test_collection_exists_while_it_holds_a_live_document(
+    store: DocumentStore, make_document: MakeDocument
+) -> None:
+    assert not await store.collection_exists("docs")
+    doc = await make_document()
+    assert await store.collection_exists("docs")  # queued is enough
+    assert not await store.collection_exists("Docs")
+    await store.delete_document(doc.id)
+    assert not await store.collection_exists("docs")
 
 
 # -- listing, stats, cleanup ----------------------------------------------------------------

@@ -25,23 +25,37 @@ import enum
 import functools
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Executable, Row, TextClause, TextualSelect, event, text
+from sqlalchemy import (
+    Executable,
+    Float,
+    Integer,
+    Row,
+    Select,
+    TextClause,
+    TextualSelect,
+    event,
+    select,
+    text,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.mssql.base import MSSQLCompiler
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sheaf.adapters.sql.mssql_auth import AccessTokens, require_tokenless_url, token_connector
-from sheaf.adapters.sql.schema import UTCDateTime
+from sheaf.adapters.sql.schema import UTCDateTime, chunks
 from sheaf.adapters.sql.store import (
     DEFAULT_SEARCH_CACHE_BYTES,
     SqlDocumentStore,
+    filter_clause,
+    live_chunks,
+    scan_keyword_ranking,
     shielded,
     translate_error,
 )
@@ -53,6 +67,7 @@ from sheaf.domain.models import (
     Lease,
     ReleaseOutcome,
     ReleaseResult,
+    SearchFilter,
     Status,
 )
 from sheaf.domain.retry import retry_delay
@@ -351,6 +366,44 @@ _CLAIM_QUEUED = _timed(
 )
 _CLAIM_STALE = _timed(_procedure("claim_stale_dispatches", "older_than", "limit"))
 _CLOCK = text("SELECT CAST(SYSUTCDATETIME() AS DATETIME2(6)) AS now").columns(now=UTCDateTime)
+# Keyword search (revision 0008): whether chunks has an active full-text index, and the
+# full-text ranking. CONTAINSTABLE's RANK (0-1000) orders the matches of an OR of the
+# query's words in all their inflected forms; its statistics span the whole table.
+FULLTEXT_ACTIVE = (
+    "SELECT CAST(OBJECTPROPERTYEX(OBJECT_ID(N'dbo.chunks'), 'TableHasActiveFulltextIndex') "
+    "AS INT) AS active"
+)
+CONTAINS_RANKING = (
+    "SELECT ft.[KEY] AS id, CAST(ft.[RANK] AS FLOAT) AS score "
+    "FROM CONTAINSTABLE(dbo.chunks, [text], :condition) AS ft"
+)
+
+
+def contains_query(
+    collection: str, terms: Sequence[str], k: int, filters: SearchFilter | None
+) -> Select[tuple[int, float]]:
+    """The k best full-text matches among the live chunks of the collection."""
+    ranked = (
+        text(CONTAINS_RANKING)
+        .bindparams(condition=contains_condition(terms))
+        .columns(id=Integer, score=Float)
+        .subquery("ranked")
+    )
+    query = (
+        select(ranked.c.id, ranked.c.score)
+        .select_from(ranked.join(live_chunks(), chunks.c.id == ranked.c.id))
+        .where(chunks.c.collection == collection)
+        .order_by(ranked.c.score.desc(), ranked.c.id)
+        .limit(k)
+    )
+    allowed = filter_clause(filters)
+    return query if allowed is None else query.where(allowed)
+
+
+def contains_condition(terms: Sequence[str]) -> str:
+    """The CONTAINS search condition: any of the words, in any inflected form. The words
+    are `\\w+` runs (`sheaf.domain.search.query_terms`), so no quote can close the string."""
+    return " OR ".join(f'FORMSOF(INFLECTIONAL, "{term}")' for term in terms)
 
 
 def _retried(
@@ -378,6 +431,29 @@ class MssqlDocumentStore(SqlDocumentStore):
     ) -> None:
         super().__init__(engine, search_cache_bytes=search_cache_bytes)
         self.retry_policy = retry_policy or RetryPolicy()
+        self._fulltext: bool | None = None  # read once, at the first keyword search
+
+    async def _keyword_ranking(
+        self,
+        conn: AsyncConnection,
+        collection: str,
+        terms: Sequence[str],
+        k: int,
+        filters: SearchFilter | None,
+    ) -> list[tuple[int, float]]:
+        """CONTAINSTABLE where chunks has a full-text index, else the scan of
+        `scan_keyword_ranking`; either way only live chunks of the collection count.
+
+        The full-text index is populated in the background (CHANGE_TRACKING AUTO): a
+        just-completed document can be missing from keyword results for a moment, while
+        the join on `documents.chunks_token` keeps every result a live chunk.
+        """
+        if self._fulltext is None:
+            self._fulltext = bool((await conn.execute(text(FULLTEXT_ACTIVE))).scalar())
+        if not self._fulltext:
+            return await scan_keyword_ranking(conn, collection, terms, k, filters)
+        query = contains_query(collection, terms, k, filters)
+        return [(row.id, float(row.score)) for row in await conn.execute(query)]
 
     async def _now(self, conn: AsyncConnection) -> datetime:
         now: datetime = (await conn.execute(_CLOCK)).scalar_one()
@@ -538,6 +614,8 @@ class MssqlDocumentStore(SqlDocumentStore):
     document_chunks = _retried(SqlDocumentStore.document_chunks, idempotent=True)
     cached_embeddings = _retried(SqlDocumentStore.cached_embeddings, idempotent=True)
     search = _retried(SqlDocumentStore.search, idempotent=True)
+    keyword_search = _retried(SqlDocumentStore.keyword_search, idempotent=True)
+    collection_exists = _retried(SqlDocumentStore.collection_exists, idempotent=True)
     ping = _retried(SqlDocumentStore.ping, idempotent=True)
 
 

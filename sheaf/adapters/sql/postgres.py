@@ -13,18 +13,25 @@ import asyncio
 import json
 import logging
 import random
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import event, text
+from sqlalchemy import Float, Integer, event, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sheaf.adapters.sql.postgres_calls import FunctionCalls, replace_closed
-from sheaf.adapters.sql.schema import UTCDateTime
-from sheaf.adapters.sql.store import DEFAULT_SEARCH_CACHE_BYTES, SqlDocumentStore, shielded
+from sheaf.adapters.sql.schema import UTCDateTime, chunks
+from sheaf.adapters.sql.store import (
+    DEFAULT_SEARCH_CACHE_BYTES,
+    SqlDocumentStore,
+    filter_clause,
+    live_chunks,
+    shielded,
+)
 from sheaf.aio import wait_any, wait_event
 from sheaf.domain.models import (
     AcquireOutcome,
@@ -35,8 +42,10 @@ from sheaf.domain.models import (
     Lease,
     ReleaseOutcome,
     ReleaseResult,
+    SearchFilter,
     Status,
 )
+from sheaf.domain.search import BM25_B, BM25_K1
 from sheaf.errors import LeaseLost
 
 log = logging.getLogger(__name__)
@@ -66,6 +75,51 @@ QUEUED_CHANNEL = "sheaf_queued"  # NOTIFY'd by migration 0006's trigger
 LISTEN_RETRY_SECONDS = 1.0
 MAX_LISTEN_RETRY_SECONDS = 30.0
 _CLOCK = text("SELECT clock_timestamp() AS now").columns(now=UTCDateTime)
+# BM25 from the tsvector statistics of migration 0008 (`chunks.text_search`, GIN-indexed):
+# the query's lexemes (english configuration, as the column) become an OR tsquery that
+# the GIN index answers; among the collection's live chunks that match, tf is a lexeme's
+# number of positions (unnest(tsvector)), dl a chunk's number of distinct lexemes
+# (length(tsvector)), df the matching chunks that hold the lexeme, N the collection's live
+# chunks (documents.chunk_count) and avgdl the mean dl over the matching chunks (a mean
+# over all chunks would read every chunk of the collection on every search). Statistics
+# come from all live chunks of the collection; `:allowed` (the filters) only chooses among
+# them (see `_keyword_ranking`). Lexemes with a quote or backslash are left out: they
+# cannot be quoted in a tsquery.
+_KEYWORD = f"""
+WITH terms AS (
+    SELECT DISTINCT t.lexeme
+    FROM unnest(to_tsvector('english'::regconfig, :query)) AS t
+    WHERE t.lexeme !~ '[''\\\\]'
+),
+matched AS (
+    SELECT c.id, c.text_search, length(c.text_search) AS dl
+    FROM chunks AS c
+    JOIN documents AS d
+        ON d.id = c.document_id AND d.status = 'completed' AND d.chunks_token = c.lease_token
+    WHERE c.collection = :collection
+        AND c.text_search @@ (
+            SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery FROM terms
+        )
+),
+frequencies AS (
+    SELECT m.id, m.dl, t.lexeme, coalesce(array_length(t.positions, 1), 1) AS tf
+    FROM matched AS m CROSS JOIN LATERAL unnest(m.text_search) AS t
+    WHERE t.lexeme IN (SELECT lexeme FROM terms)
+),
+holding AS (SELECT lexeme, count(*) AS df FROM frequencies GROUP BY lexeme),
+sizes AS (
+    SELECT
+        (SELECT coalesce(sum(chunk_count), 0) FROM documents
+         WHERE collection = :collection AND status = 'completed') AS n,
+        (SELECT greatest(avg(dl), 1) FROM matched) AS avgdl
+)
+SELECT f.id, sum(
+    ln(1 + (greatest(s.n, h.df) - h.df + 0.5) / (h.df + 0.5))
+    * f.tf * {BM25_K1 + 1} / (f.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * f.dl / s.avgdl))
+) AS score
+FROM frequencies AS f JOIN holding AS h USING (lexeme) CROSS JOIN sizes AS s
+GROUP BY f.id
+"""
 
 
 class PostgresDocumentStore(SqlDocumentStore):
@@ -122,6 +176,32 @@ class PostgresDocumentStore(SqlDocumentStore):
                     await listener.remove_listener(QUEUED_CHANNEL, notified)
             if lost.is_set():
                 raise OSError("the listening connection was closed")
+
+    async def _keyword_ranking(
+        self,
+        conn: AsyncConnection,
+        collection: str,
+        terms: Sequence[str],
+        k: int,
+        filters: SearchFilter | None,
+    ) -> list[tuple[int, float]]:
+        """Every live match scored in `_KEYWORD`; the filters then choose among them."""
+        scored = (
+            text(_KEYWORD)
+            .bindparams(query=" ".join(terms), collection=collection)
+            .columns(id=Integer, score=Float)
+            .subquery("scored")
+        )
+        query = (
+            select(scored.c.id, scored.c.score)
+            .select_from(scored.join(live_chunks(), chunks.c.id == scored.c.id))
+            .order_by(scored.c.score.desc(), scored.c.id)
+            .limit(k)
+        )
+        allowed = filter_clause(filters)
+        if allowed is not None:
+            query = query.where(allowed)
+        return [(row.id, float(row.score)) for row in await conn.execute(query)]
 
     @shielded
     async def acquire_document_lease(

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    Computed,
     DateTime,
     Dialect,
     ForeignKey,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
@@ -160,6 +162,29 @@ chunks = Table(
     # Embedding cache: a chunk text already embedded in this collection by this model.
     Index("ix_chunks_collection_model_content", "collection", "model", "content_sha256"),
 )
+
+# The keyword index (migration 0008) differs per backend; what exists on one backend only
+# says so in `info["dialects"]` (the migration test compares each backend with its part).
+# SQLite: the FTS5 table `chunks_fts` (external content over `chunks`, kept by triggers),
+# which is no ordinary table and so not described here. SQL Server: a full-text index on
+# `chunks.text`, where the server has Full-Text Search. PostgreSQL:
+POSTGRES_ONLY = {"dialects": ("postgresql",)}
+chunks.append_column(
+    Column(
+        "text_search",
+        TSVECTOR,
+        Computed("to_tsvector('english'::regconfig, text)", persisted=True),
+        info=POSTGRES_ONLY,
+    )
+)
+Index("ix_chunks_text_search", chunks.c.text_search, postgresql_using="gin", info=POSTGRES_ONLY)
+
+
+def on_dialect(item: Column[Any] | Index, dialect: str) -> bool:
+    """Whether a column or index of this metadata exists on `dialect`."""
+    dialects: tuple[str, ...] | None = item.info.get("dialects")
+    return dialects is None or dialect in dialects
+
 
 # API keys (migration 0003): only the SHA-256 of a key is stored (see sheaf.auth.keys).
 api_keys = Table(

@@ -21,13 +21,18 @@ from uuid import uuid4
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Float,
+    Integer,
     RowMapping,
+    column,
     delete,
     event,
     func,
     insert,
+    literal_column,
     or_,
     select,
+    table,
     text,
     update,
 )
@@ -42,6 +47,8 @@ from sheaf.adapters.sql.store import (
     close_attempt,
     complete_locked,
     fetch_row,
+    filter_clause,
+    live_chunks,
     shielded,
     update_document,
 )
@@ -56,6 +63,7 @@ from sheaf.domain.models import (
     Lease,
     ReleaseOutcome,
     ReleaseResult,
+    SearchFilter,
     Status,
 )
 
@@ -68,6 +76,9 @@ _PRAGMAS = (
     "PRAGMA foreign_keys = ON",
 )
 _CLOCK = text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+# The FTS5 table of migration 0008: external content over `chunks`, kept by triggers.
+_FTS = table("chunks_fts", column("rowid", Integer))
+_BM25 = literal_column("bm25(chunks_fts)", Float)  # FTS5's BM25: lower (more negative) is better
 
 
 def create_sqlite_engine(url: URL, pool_size: int) -> AsyncEngine:
@@ -116,6 +127,36 @@ class SqliteDocumentStore(SqlDocumentStore):
             if (now := _signature(files)) != seen:
                 seen = now
                 arrived.set()
+
+    async def _keyword_ranking(
+        self,
+        conn: AsyncConnection,
+        collection: str,
+        terms: Sequence[str],
+        k: int,
+        filters: SearchFilter | None,
+    ) -> list[tuple[int, float]]:
+        """FTS5's `bm25()` over the chunks matching any term; the full-text match drives
+        the query and each match is kept only if it is a live chunk of the collection.
+
+        FTS5 takes its statistics (chunk count, average length, document frequency) over
+        the whole FTS table: every collection, and staged or superseded chunks until they
+        go. They change scores slightly, never which chunks are found.
+        """
+        chunk = chunks.c
+        match = " OR ".join(f'"{term}"' for term in terms)  # \w+ words: no quotes inside
+        query = (
+            select(chunk.id, (-_BM25).label("score"))
+            .select_from(_FTS.join(live_chunks(), chunk.id == _FTS.c.rowid))
+            .where(text("chunks_fts MATCH :match").bindparams(match=match))
+            .where(chunk.collection == collection)
+            .order_by(_BM25, chunk.id)
+            .limit(k)
+        )
+        allowed = filter_clause(filters)
+        if allowed is not None:
+            query = query.where(allowed)
+        return [(row.id, float(row.score)) for row in await conn.execute(query)]
 
     @shielded
     async def acquire_document_lease(

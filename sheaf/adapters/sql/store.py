@@ -22,7 +22,23 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Join, RowMapping, Select, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Join,
+    RowMapping,
+    Select,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -46,10 +62,12 @@ from sheaf.domain.models import (
     NewDocument,
     ReleaseOutcome,
     ReleaseResult,
+    SearchFilter,
     SearchHit,
     Stats,
     Status,
 )
+from sheaf.domain.search import LIKE_ESCAPE, bm25_rank, glob_to_like, query_terms
 from sheaf.errors import LeaseLost, SheafError, StoreUnavailable, TransientError
 
 # Execution option marking transactions that only read (SQLite then begins DEFERRED).
@@ -408,22 +426,64 @@ class SqlDocumentStore(ABC):
 
     @shielded
     async def search(
-        self, collection: str, vector: Sequence[float], model: str, k: int
+        self,
+        collection: str,
+        vector: Sequence[float],
+        model: str,
+        k: int,
+        filters: SearchFilter | None = None,
     ) -> list[SearchHit]:
         """Exact cosine over every live chunk: from the process's vector cache when the
         space fits its budget (`sheaf.adapters.sql.vectors`), else streamed from the
-        database `SEARCH_BATCH_ROWS` vectors at a time."""
+        database `SEARCH_BATCH_ROWS` vectors at a time. Filters narrow the cache's rows
+        to the allowed documents' blocks, or the streamed query's rows."""
         query = np.asarray(vector, dtype=np.float32)
         if k <= 0 or query.size == 0:
             return []
         key = (collection, model, int(query.size))
+        allowed = filter_clause(filters)
         async with self._read() as conn:
             ranked = None
             if self._vectors is not None:
-                ranked = await self._vectors.search(conn, key, query, k, _live_chunks())
+                documents_allowed = None
+                if allowed is not None:
+                    documents_allowed = await _allowed_documents(conn, collection, allowed)
+                ranked = await self._vectors.search(
+                    conn, key, query, k, _live_chunks(), documents_allowed
+                )
             if ranked is None:
-                ranked = await _scan(conn, key, query, k)
+                ranked = await _scan(conn, key, query, k, allowed)
             return await _hits(conn, ranked)
+
+    @shielded
+    async def keyword_search(
+        self, collection: str, query: str, k: int, filters: SearchFilter | None = None
+    ) -> list[SearchHit]:
+        """BM25 over the live chunks, by the dialect's full-text index (`_keyword_ranking`)."""
+        terms = query_terms(query)
+        if k <= 0 or not terms:
+            return []
+        async with self._read() as conn:
+            ranked = await self._keyword_ranking(conn, collection, terms, k, filters)
+            return await _hits(conn, ranked)
+
+    @abstractmethod
+    async def _keyword_ranking(
+        self,
+        conn: AsyncConnection,
+        collection: str,
+        terms: Sequence[str],
+        k: int,
+        filters: SearchFilter | None,
+    ) -> list[tuple[int, float]]:
+        """The k best (chunk id, BM25 score) pairs of live chunks, best first."""
+
+    @shielded
+    async def collection_exists(self, collection: str) -> bool:
+        d = documents.c
+        query = select(d.id).where(d.collection == collection, d.status != Status.DELETED)
+        async with self._read() as conn:
+            return (await conn.execute(query.limit(1))).first() is not None
 
     async def watch_queue(self, arrived: asyncio.Event, stop: asyncio.Event) -> None:
         """No wake-ups here: PostgreSQL and SQLite override this; SQL Server workers poll, or
@@ -631,6 +691,49 @@ def _chunk_row(lease: Lease, item: EmbeddedChunk) -> dict[str, Any]:
     }
 
 
+def live_chunks() -> Join:
+    """Chunks joined to their document, limited to those its completion made visible."""
+    return _live_chunks()
+
+
+async def scan_keyword_ranking(
+    conn: AsyncConnection,
+    collection: str,
+    terms: Sequence[str],
+    k: int,
+    filters: SearchFilter | None,
+) -> list[tuple[int, float]]:
+    """BM25 without a full-text index: the fallback for SQL Server without Full-Text Search.
+
+    The live chunks of the collection whose text contains a term (LIKE: a scan of the
+    collection) are read and scored by `sheaf.domain.search.bm25_rank` (whole words, no
+    stemming; N and the mean length from the collection's live chunks). Exact BM25, at the
+    cost of reading every candidate's text on every search.
+    """
+    c = chunk_table.c
+    in_collection = c.collection == collection
+    sizes = select(func.count(), func.avg(func.char_length(c.text) * 1.0))
+    n, avgdl = (await conn.execute(sizes.select_from(_live_chunks()).where(in_collection))).one()
+    contains = [
+        func.lower(c.text).like(f"%{glob_to_like(term)}%", escape=LIKE_ESCAPE) for term in terms
+    ]
+    allowed = filter_clause(filters)
+    marked = case((allowed, 1), else_=0) if allowed is not None else literal(1)
+    query = (
+        select(c.id, c.text, marked.label("allowed"))
+        .select_from(_live_chunks())
+        .where(in_collection, or_(*contains))
+    )
+    texts: dict[int, str] = {}
+    permitted: set[int] = set()
+    for row in await conn.execute(query):
+        texts[row.id] = row.text
+        if row.allowed:
+            permitted.add(row.id)
+    ranked = bm25_rank(texts, terms, int(n), float(avgdl or 0.0), permitted.__contains__)
+    return ranked[:k]
+
+
 def _live_chunks() -> Join:
     """Chunks joined to their document, limited to those its completion made visible."""
     d = documents.c
@@ -642,12 +745,53 @@ def _live_chunks() -> Join:
     )
 
 
+def filter_clause(filters: SearchFilter | None) -> ColumnElement[bool] | None:
+    """The condition on `documents` that `filters` sets; None when it sets none."""
+    if filters is None or filters.empty:
+        return None
+    d = documents.c
+    conditions: list[ColumnElement[bool]] = []
+    if filters.document_ids:
+        conditions.append(d.id.in_(filters.document_ids))
+    if filters.filename is not None:
+        pattern = glob_to_like(filters.filename).lower()
+        conditions.append(func.lower(d.filename).like(pattern, escape=LIKE_ESCAPE))
+    if filters.uploaded_from is not None:
+        conditions.append(d.created_at >= filters.uploaded_from)
+    if filters.uploaded_to is not None:
+        conditions.append(d.created_at <= filters.uploaded_to)
+    return and_(true(), *conditions)
+
+
+async def _allowed_documents(
+    conn: AsyncConnection, collection: str, allowed: ColumnElement[bool]
+) -> set[str]:
+    d = documents.c
+    query = select(d.id).where(d.collection == collection, d.status == Status.COMPLETED, allowed)
+    return set((await conn.execute(query)).scalars())
+
+
+def live_chunks_allowed(collection: str, filters: SearchFilter | None) -> Select[tuple[int]]:
+    """Ids of the collection's live chunks that `filters` allows (for keyword rankings)."""
+    c = chunk_table.c
+    query = select(c.id).select_from(_live_chunks()).where(c.collection == collection)
+    allowed = filter_clause(filters)
+    return query if allowed is None else query.where(allowed)
+
+
 async def _scan(
-    conn: AsyncConnection, key: tuple[str, str, int], query: npt.NDArray[np.float32], k: int
+    conn: AsyncConnection,
+    key: tuple[str, str, int],
+    query: npt.NDArray[np.float32],
+    k: int,
+    allowed: ColumnElement[bool] | None = None,
 ) -> list[tuple[int, float]]:
     """Exact top k over the live chunks streamed in one query, one batch in memory at once."""
     best = _TopK(k)
-    result = await conn.stream(scan_statement(key))
+    statement = scan_statement(key)
+    if allowed is not None:
+        statement = statement.where(allowed)
+    result = await conn.stream(statement)
     async for rows in result.partitions():
         ids = np.fromiter((row.id for row in rows), dtype=np.int64, count=len(rows))
         matrix = np.frombuffer(b"".join(row.embedding for row in rows), dtype="<f4")

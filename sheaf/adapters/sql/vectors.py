@@ -111,8 +111,13 @@ class _Space:
         self.blocks[document_id] = (token, start, start + rows)
         self.size += rows
 
-    def top(self, query: npt.NDArray[np.float32], k: int) -> list[tuple[int, float]]:
-        """The k best (chunk id, cosine) pairs, best first; ties in chunk-id order."""
+    def top(
+        self, query: npt.NDArray[np.float32], k: int, documents: set[str] | None = None
+    ) -> list[tuple[int, float]]:
+        """The k best (chunk id, cosine) pairs, best first; ties in chunk-id order. With
+        `documents`, only the rows of those documents are scored."""
+        if documents is not None:
+            return self._top_of(query, k, documents)
         n = self.size
         if n == 0 or k <= 0:
             return []
@@ -121,6 +126,22 @@ class _Space:
         scores = np.divide(dots, scale, out=np.zeros_like(dots), where=scale > 0)
         scores[~self.alive[:n]] = -np.inf
         return best_of(self.ids[:n], scores, min(k, n - self.dead))
+
+    def _top_of(
+        self, query: npt.NDArray[np.float32], k: int, documents: set[str]
+    ) -> list[tuple[int, float]]:
+        ranges = [
+            np.arange(start, stop)
+            for doc, (_, start, stop) in self.blocks.items()
+            if doc in documents
+        ]
+        rows = np.concatenate(ranges) if ranges else np.empty(0, dtype=np.intp)
+        if rows.size == 0 or k <= 0:
+            return []
+        scale = self.norms[rows] * np.float32(np.linalg.norm(query))
+        dots = self.matrix[rows] @ query
+        scores = np.divide(dots, scale, out=np.zeros_like(dots), where=scale > 0)
+        return best_of(self.ids[rows], scores, min(k, int(rows.size)))
 
 
 def _moved(keep: npt.NDArray[np.intp], old_start: int) -> int:
@@ -155,8 +176,10 @@ class VectorCache:
         query: npt.NDArray[np.float32],
         k: int,
         live_chunks: Join,
+        documents: set[str] | None = None,
     ) -> list[tuple[int, float]] | None:
-        """The top k of the space, refreshed through `conn`; None when it cannot be cached."""
+        """The top k of the space, refreshed through `conn`; None when it cannot be cached.
+        With `documents`, only chunks of those documents are candidates."""
         space = self._spaces.get(key)
         if space is None:
             space = self._spaces[key] = _Space(key[2])
@@ -172,10 +195,10 @@ class VectorCache:
                 return None
             await _load(conn, space, key, new, live_chunks)
             if space.size * space.dimensions < _INLINE_PRODUCT:
-                return space.top(query, k)
+                return space.top(query, k, documents)
             # Tens of milliseconds of memory-bound arithmetic (numpy releases the GIL):
             # the event loop keeps serving uploads and health checks meanwhile.
-            return await asyncio.to_thread(space.top, query, k)
+            return await asyncio.to_thread(space.top, query, k, documents)
 
     def _make_room(self, key: Key, space: _Space, rows: int) -> bool:
         """Room for `rows` more rows of `space` within the budget, evicting the least
