@@ -66,6 +66,9 @@ class Plan:
 
 QUICK = Plan(pdf_documents=40, tiny_documents=150, repeats=1)
 FULL = Plan(pdf_documents=300, tiny_documents=1000, repeats=2)
+# Orchestration, not the model: both sides embed with the hashed lexical embedder (the
+# local model's own throughput is measured by `python -m bench retrieval`).
+LEXICAL = {"SHEAF_EMBEDDER": "lexical"}
 
 
 @dataclass
@@ -99,7 +102,7 @@ async def run(ctx: Context) -> None:
         databases.append("postgres")
     else:
         ctx.note(f"PostgreSQL rows skipped: {reason}")
-    default = Settings.from_env({})
+    default = Settings.from_env(LEXICAL)
     ctx.note(
         f"Sheaf settings: defaults (SHEAF_CONCURRENCY={default.concurrency}, "
         f"SHEAF_POLL_INTERVAL_SECONDS={default.poll_interval_seconds:g}, "
@@ -215,7 +218,7 @@ def _sink(ctx: Context, database: str) -> Iterator[_ChunkSink]:
 
 def _bare(ctx: Context, corpus: str, files: list[CorpusFile], database: str) -> Result:
     ctx.progress(f"bare loop, {corpus}, {database}")
-    settings = Settings.from_env({})
+    settings = Settings.from_env(LEXICAL)
     extractor = LocalExtractor()
     embedder = LexicalEmbedder(settings.embedding_dimensions)
     latencies = []
@@ -266,6 +269,7 @@ async def _sheaf(
             "SHEAF_PORT": str(port),
             "SHEAF_WORKERS": str(workers),
             "SHEAF_LOG_FORMAT": "json",
+            **LEXICAL,
         }
         label = f"overhead-{_slug(corpus)}-{database}-w{workers}"
         meter = CpuMeter()

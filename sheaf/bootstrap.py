@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -127,6 +128,13 @@ def _blob_store(settings: Settings, credential: AsyncTokenCredential | None) -> 
 def _embedder(settings: Settings, credential: AsyncTokenCredential | None) -> Embedder:
     if settings.embedder == "lexical":
         return LexicalEmbedder(settings.embedding_dimensions)
+    if settings.embedder == "local":
+        from sheaf.adapters.embed_local import LocalEmbedder
+
+        return LocalEmbedder(
+            threads=local_embedding_threads(settings),
+            batch_size=settings.local_embedding_batch_size,
+        )
     from sheaf.adapters.embed_openai import (
         EmbeddingLimits,
         azure_openai_embedder,
@@ -165,3 +173,10 @@ def _embedder(settings: Settings, credential: AsyncTokenCredential | None) -> Em
         limits=limits,
         request_dimensions=settings.embedding_request_dimensions,
     )
+
+
+def local_embedding_threads(settings: Settings) -> int:
+    """SHEAF_LOCAL_EMBEDDING_THREADS, or this machine's cores shared among the workers."""
+    if settings.local_embedding_threads:
+        return settings.local_embedding_threads
+    return max(1, (os.cpu_count() or 1) // max(1, settings.workers))

@@ -14,16 +14,19 @@ What callers may rely on:
   cite "page 7" rather than "pages 6-7"; the price is a few shorter chunks;
 - `page_start`/`page_end` are the pages of the chunk's first and last word;
 - whitespace inside a chunk is collapsed to one space, or one newline where the source
-  had a line break, so paragraphs stay visible in a cited passage.
+  had a line break, so paragraphs stay visible in a cited passage;
+- running headers and footers (lines repeated at the edges of nearby pages) are left out
+  (`sheaf.domain.boilerplate`), so they neither fill chunks nor match every query.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
+from sheaf.domain.boilerplate import strip_repeated_edges
 from sheaf.domain.models import Chunk, Page
 
 # Words only: a pattern that also captured the gap before each word would backtrack over
@@ -43,7 +46,7 @@ def chunk_pages(pages: Sequence[Page], size: int, overlap: int) -> list[Chunk]:
         raise ValueError(f"chunk size must be at least 1 character, got {size}")
     if not 0 <= overlap < size:
         raise ValueError(f"overlap must be between 0 and size - 1 ({size - 1}), got {overlap}")
-    words = list(_words(pages, size))
+    words = list(_words(strip_repeated_edges(pages), size))
     chunks: list[Chunk] = []
     start = 0
     while start < len(words):
@@ -55,7 +58,7 @@ def chunk_pages(pages: Sequence[Page], size: int, overlap: int) -> list[Chunk]:
     return chunks
 
 
-def _words(pages: Sequence[Page], size: int) -> Iterator[_Word]:
+def _words(pages: Iterable[Page], size: int) -> Iterator[_Word]:
     """Every word with its page and separator; words longer than `size` in pieces."""
     for page in pages:
         separator = "\n"  # a page break reads as a line break

@@ -28,6 +28,9 @@ FAST = {
     "SHEAF_RETRY_MAX_SECONDS": "1",
     "SHEAF_SHUTDOWN_GRACE_SECONDS": "2",
     "SHEAF_LOG_FORMAT": "json",
+    # The hashed fake: deterministic and instant. Tests of the real model (the default)
+    # set SHEAF_EMBEDDER=local themselves (test_local_model.py).
+    "SHEAF_EMBEDDER": "lexical",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from alembic.config import Config
 from sheaf.adapters.blob_azure import AzureBlobStore
 from sheaf.adapters.blob_local import LocalBlobStore
 from sheaf.adapters.embed_lexical import LexicalEmbedder
+from sheaf.adapters.embed_local import LocalEmbedder
 from sheaf.adapters.embed_openai import OpenAIEmbedder
 from sheaf.adapters.sql.migrate import sql_dir
 from sheaf.bootstrap import migrate, open_deps
@@ -33,9 +35,19 @@ async def test_the_embedded_default(tmp_path: Path) -> None:
     await asyncio.to_thread(migrate, chosen)
     async with open_deps(chosen) as deps:
         assert isinstance(deps.blobs, LocalBlobStore)
-        assert isinstance(deps.embedder, LexicalEmbedder)
+        assert isinstance(deps.embedder, LocalEmbedder)
+        assert deps.embedder.dimensions == chosen.embedding_dimensions == 384
+        assert deps.embedder.threads == max(1, (os.cpu_count() or 1) // chosen.workers)
         assert not deps.bus.enabled
         await deps.store.ping()
+
+
+async def test_the_lexical_fake_stays_selectable(tmp_path: Path) -> None:
+    chosen = settings(tmp_path, SHEAF_BLOB_DIR=str(tmp_path / "blobs"), SHEAF_EMBEDDER="lexical")
+    await asyncio.to_thread(migrate, chosen)
+    async with open_deps(chosen) as deps:
+        assert isinstance(deps.embedder, LexicalEmbedder)
+        assert deps.embedder.dimensions == 1024
 
 
 async def test_a_worker_starts_its_extraction_processes_at_once(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ FAST: dict[str, Any] = {
     "chunk_size": 200,
     "chunk_overlap": 20,
     "embed_batch_size": 2,
+    "embedder": "lexical",  # deterministic and instant; the real model has its own tests
     "embedding_dimensions": 256,
 }
 

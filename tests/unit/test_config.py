@@ -74,6 +74,16 @@ def test_embedders_name_what_they_miss() -> None:
         Settings.from_env({"SHEAF_EMBEDDER": "openai", "SHEAF_OPENAI_BASE_URL": "http://x/v1"})
 
 
+def test_the_local_model_is_the_default_and_has_one_size() -> None:
+    default = Settings.from_env({})
+    assert (default.embedder, default.embedding_dimensions) == ("local", 384)
+    assert Settings.from_env({"SHEAF_EMBEDDING_DIMENSIONS": "384"}).embedding_dimensions == 384
+    with pytest.raises(ConfigError, match=r"SHEAF_EMBEDDING_DIMENSIONS=1024 does not match"):
+        Settings.from_env({"SHEAF_EMBEDDING_DIMENSIONS": "1024"})
+    # Other embedders keep their own default size.
+    assert Settings.from_env({"SHEAF_EMBEDDER": "lexical"}).embedding_dimensions == 1024
+
+
 @pytest.mark.parametrize(
     ("env", "needed"),
     [

@@ -1,0 +1,111 @@
+"""Drop running headers and footers: lines repeated at the top or bottom of nearby pages.
+
+A report's "ACME Corp — Annual Report 2024" and "Page 7 of 80" are on every page; left in,
+they land in every chunk, match every query that mentions the company, and push the
+passage itself out of the snippet. They are recognisable without a layout model: the same
+line (page numbers aside) at the same edge of most pages around it.
+
+A pure, streaming function of its pages. What callers may rely on:
+
+- **Bounded look-ahead.** Pages are read lazily and yielded in order; deciding about page
+  n needs pages up to n + `reach`, so at most 2 * `reach` + 1 pages are held at a time,
+  and a caller that extracts pages one by one keeps doing so.
+- **Only edges, only repeats.** A line can go only if it is among the first or last
+  `edge_lines` non-blank lines of its page, and only while every line between it and the
+  page's edge goes too (a repeated line in the middle of the text stays). It goes when
+  the same line, compared after folding case, whitespace and digits (so "Page 7" matches
+  "Page 8"), is at an edge of at least `min_pages` - 1 of the `reach` pages either side.
+  A document shorter than `min_pages` pages keeps every line.
+- **Nothing else changes.** Every page is yielded, with its number, even when nothing is
+  left of its text (so page counts and citations stay right); kept lines are unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+
+from sheaf.domain.models import Page
+
+REACH = 4  # pages either side that may confirm a repeat (look-ahead and look-behind)
+EDGE_LINES = 3  # non-blank lines at the top, and at the bottom, that may be boilerplate
+MIN_PAGES = 3  # a line must be at an edge of this many pages, this one included
+
+_DIGITS = re.compile(r"\d+")
+_SPACE = re.compile(r"\s+")
+
+
+def strip_repeated_edges(
+    pages: Iterable[Page],
+    *,
+    reach: int = REACH,
+    edge_lines: int = EDGE_LINES,
+    min_pages: int = MIN_PAGES,
+) -> Iterator[Page]:
+    """The pages in order, each without its running header and footer lines."""
+    if reach < 1 or edge_lines < 1 or min_pages < 2:
+        raise ValueError("reach and edge_lines must be at least 1, min_pages at least 2")
+    window: deque[tuple[Page, frozenset[str]]] = deque()  # pages n - reach .. n + reach
+    current = 0  # index in `window` of the next page to yield
+    for page in pages:
+        window.append((page, _edge_keys(page.text, edge_lines)))
+        if len(window) > 2 * reach + 1:
+            window.popleft()
+            current -= 1
+        if len(window) - 1 - current == reach:  # page `current` has its full look-ahead
+            yield _strip(window, current, edge_lines, min_pages)
+            current += 1
+    while current < len(window):
+        yield _strip(window, current, edge_lines, min_pages)
+        current += 1
+
+
+def _strip(
+    window: deque[tuple[Page, frozenset[str]]], index: int, edge_lines: int, min_pages: int
+) -> Page:
+    page = window[index][0]
+    if len(window) < min_pages:
+        return page
+    others = [keys for i, (_, keys) in enumerate(window) if i != index]
+
+    def repeated(line: str) -> bool:
+        key = _key(line)
+        return sum(key in keys for keys in others) >= min_pages - 1
+
+    lines = page.text.splitlines(keepends=True)
+    top = _edge_run(lines, range(len(lines)), edge_lines, repeated)
+    bottom = _edge_run(lines, range(len(lines) - 1, top - 1, -1), edge_lines, repeated)
+    if top == 0 and bottom == len(lines):
+        return page
+    return Page(page.number, "".join(lines[top:bottom]))
+
+
+def _edge_run(
+    lines: list[str], order: range, edge_lines: int, repeated: Callable[[str], bool]
+) -> int:
+    """Where the kept text starts (walking down) or ends (walking up): the index after
+    (before) the last repeated line that only blank or repeated lines separate from the
+    edge, among the first `edge_lines` non-blank lines."""
+    step = order.step
+    keep_from = order.start if step > 0 else order.start + 1
+    seen = 0
+    for i in order:
+        if not lines[i].strip():
+            continue
+        seen += 1
+        if seen > edge_lines or not repeated(lines[i]):
+            break
+        keep_from = i + 1 if step > 0 else i
+    return keep_from
+
+
+def _edge_keys(text: str, edge_lines: int) -> frozenset[str]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    edges = lines[:edge_lines] + lines[-edge_lines:]
+    return frozenset(_key(line) for line in edges)
+
+
+def _key(line: str) -> str:
+    """A line as compared across pages: case, spacing and numbers folded."""
+    return _DIGITS.sub("#", _SPACE.sub(" ", line.strip().casefold()))
