@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import json
 import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -48,6 +49,7 @@ from sheaf.adapters.sql.store import (
 from sheaf.domain.models import (
     AcquireOutcome,
     AcquireResult,
+    Completion,
     Dispatch,
     ErrorInfo,
     Lease,
@@ -56,7 +58,7 @@ from sheaf.domain.models import (
     Status,
 )
 from sheaf.domain.retry import retry_delay
-from sheaf.errors import ConfigError, SheafError, StoreUnavailable, TransientError
+from sheaf.errors import ConfigError, LeaseLost, SheafError, StoreUnavailable, TransientError
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -343,6 +345,15 @@ _RELEASE = _timed(
         "retry_delay",
     )
 )
+_COMPLETE = _procedure(
+    "complete_document_lease",
+    "document_id",
+    "lease_token",
+    "page_count",
+    "embedding_model",
+    "embedding_dimensions",
+    "stage_seconds",
+)
 _FIND_EXPIRED = _timed(_procedure("find_expired_leases", "limit"))
 _CLAIM_QUEUED = _timed(
     _procedure(
@@ -495,6 +506,22 @@ class MssqlDocumentStore(SqlDocumentStore):
         status = None if row.status is None else Status(row.status)
         return ReleaseResult(bool(row.applied), status, row.not_before, row.dispatch_seq)
 
+    async def complete(self, lease: Lease, completion: Completion) -> None:
+        """The completion transaction as one EXEC (migration 0007), as on PostgreSQL."""
+        (row,) = await self._call(
+            _COMPLETE,
+            document_id=lease.document_id,
+            lease_token=lease.token,
+            page_count=completion.page_count,
+            embedding_model=completion.embedding_model,
+            embedding_dimensions=completion.embedding_dimensions,
+            stage_seconds=json.dumps(completion.stage_seconds),
+        )
+        if not row.completed:
+            raise LeaseLost(
+                f"the lease on document {lease.document_id} is no longer held by this token"
+            )
+
     async def find_expired_leases(self, limit: int) -> list[Dispatch]:
         if limit <= 0:
             return []
@@ -523,7 +550,6 @@ class MssqlDocumentStore(SqlDocumentStore):
     # -- the shared operations, each one transaction, with SQL Server's retries ----------------
 
     write_chunks = _retried(SqlDocumentStore.write_chunks, idempotent=False)
-    complete = _retried(SqlDocumentStore.complete, idempotent=False)
     create_document = _retried(SqlDocumentStore.create_document, idempotent=False)
     # A tombstone, a reset of a failed row and a purge each compare before they change.
     delete_document = _retried(SqlDocumentStore.delete_document, idempotent=True)
