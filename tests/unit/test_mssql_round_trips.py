@@ -19,6 +19,7 @@ import pytest
 
 from sheaf.adapters.sql import open_store
 from sheaf.adapters.sql.mssql import MssqlDocumentStore
+from sheaf.adapters.sql.store import SqlDocumentStore
 from sheaf.domain.models import Completion, ErrorInfo, Lease, ReleaseOutcome
 from tests.conftest import odbc_module
 
@@ -87,6 +88,7 @@ class Wire:
 
     def __init__(self) -> None:
         self.log: list[str] = []
+        self.deleted: list[int] = []  # rows each chunk DELETE reports, in turn
 
     def mark(self) -> int:
         return len(self.log)
@@ -124,6 +126,8 @@ class FakeCursor:
         self._wire.log.append(f"execute {line}" + (f" [untyped {untyped}]" if untyped else ""))
         self._sizes = []
         answer = self._answer(line)
+        if "DELETE" in line and "chunks" in line:
+            self.rowcount = self._wire.deleted.pop(0) if self._wire.deleted else 0
         if answer is None:
             self.description, self._rows = None, []
         else:
@@ -136,6 +140,10 @@ class FakeCursor:
     def _answer(line: str) -> tuple[list[str], tuple[Any, ...]] | None:
         if called := re.match(r"EXEC dbo\.(\w+)", line):
             return ANSWERS[called.group(1)]
+        if "FROM documents WITH (UPDLOCK, ROWLOCK)" in line:  # a tombstone, locked
+            return ["id", "status"], ("d", "deleted")
+        if "SYSUTCDATETIME()" in line:
+            return ["now"], (NOW,)
         lowered = line.lower()
         for key, answer in SETUP_ANSWERS.items():
             if key in lowered:
@@ -282,3 +290,30 @@ async def test_switching_autocommit_per_call_is_what_the_own_pool_avoids(wire: W
         await store.close()
     assert "autocommit = True" in sent
     assert "autocommit = False" in sent
+
+
+async def test_a_purge_deletes_chunks_in_batches_below_lock_escalation(wire: Wire) -> None:
+    store = await open_store(URL)
+    assert isinstance(store, MssqlDocumentStore)
+    wire.deleted = [1000, 1000, 7]
+    try:
+        await store.purge_document("d")
+    finally:
+        await store.close()
+    # (the id is a str, never NULL: pyodbc types it without asking the server)
+    deletes = [line.split(" [untyped")[0] for line in wire.log if "DELETE" in line]
+    assert deletes == ["execute DELETE TOP (1000) FROM dbo.chunks WHERE document_id = ?"] * 3
+    first_delete = next(i for i, line in enumerate(wire.log) if "DELETE" in line)
+    update = next(i for i, line in enumerate(wire.log) if line.startswith("execute UPDATE"))
+    assert first_delete < update < wire.log.index("commit")  # one transaction
+
+
+async def test_the_shared_purge_would_delete_every_chunk_in_one_statement(wire: Wire) -> None:
+    """The former way, for comparison: store.py's single DELETE."""
+    store = await open_store(URL)
+    try:
+        await SqlDocumentStore.purge_document(store, "d")
+    finally:
+        await store.close()
+    (delete,) = [line for line in wire.log if "DELETE" in line]
+    assert delete.startswith("execute DELETE FROM chunks WHERE chunks.document_id = ?")
