@@ -280,3 +280,46 @@ def test_sql_server_every_upgrade_path_ends_with_the_same_procedures() -> None:
     assert fresh
     for start, end in ends.items():
         assert end == fresh, f"upgrading from {start} ends with other procedures"
+
+
+# -- revision 0007 ------------------------------------------------------------------------------
+
+ROW_ID_TYPES = (
+    "SELECT table_name, data_type FROM information_schema.columns "
+    "WHERE column_name = 'id' AND table_name IN ('attempts', 'chunks') ORDER BY 1"
+)
+SEQUENCE_TYPES = "SELECT sequencename, data_type::text FROM pg_sequences ORDER BY 1"
+
+
+def test_postgres_0007_widens_row_ids_and_downgrades(fresh_postgres: str) -> None:
+    url = fresh_postgres.replace("postgresql://", "postgresql+asyncpg://", 1)
+    sync_url = fresh_postgres.replace("postgresql://", "postgresql+psycopg2://", 1)
+    upgrade(url, to="0006")
+    assert dump(sync_url, ROW_ID_TYPES) == [("attempts", "integer"), ("chunks", "integer")]
+    upgrade(url, to="0007")
+    assert dump(sync_url, ROW_ID_TYPES) == [("attempts", "bigint"), ("chunks", "bigint")]
+    assert dump(sync_url, SEQUENCE_TYPES) == [
+        ("attempts_id_seq", "bigint"),
+        ("chunks_id_seq", "bigint"),
+    ]
+    config = _config()
+    config.attributes["database_url"] = url
+    command.downgrade(config, "0006")
+    assert dump(sync_url, ROW_ID_TYPES) == [("attempts", "integer"), ("chunks", "integer")]
+    assert "ix_chunks_collection_model_content" in read_schema(sync_url)[1]["chunks"]
+    upgrade(url)
+    assert read_schema(sync_url) == expected("postgresql")
+
+
+def test_sqlite_0007_downgrades_and_upgrades_again(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'sheaf.db'}"
+    sync_url = f"sqlite:///{tmp_path / 'sheaf.db'}"
+    upgrade(url)
+    config = _config()
+    config.attributes["database_url"] = url
+    command.downgrade(config, "0006")
+    indexes = read_schema(sync_url)[1]["chunks"]
+    assert "ix_chunks_collection_model_content" in indexes
+    assert "ix_chunks_content" not in indexes
+    upgrade(url)
+    assert read_schema(sync_url) == expected("sqlite")

@@ -164,7 +164,10 @@ async def test_each_new_connection_gets_the_current_token_before_connecting(
     clock.now = NOW + credential.lifetime  # the first token has expired
     await create()
     first, second = calls
-    assert first["dsn"] == "DRIVER={ODBC Driver 18 for SQL Server};Server=db,1433;Encrypt=yes"
+    assert (
+        first["dsn"]
+        == "DRIVER={ODBC Driver 18 for SQL Server};Server=db,1433;Encrypt=yes;ConnectRetryCount=0"
+    )
     assert first["attrs_before"] == {99: b"kept", 1256: pack_access_token("token-1")}
     assert second["attrs_before"][1256] == pack_access_token("token-2")
 

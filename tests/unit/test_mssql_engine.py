@@ -214,7 +214,8 @@ async def test_an_entra_engine_attaches_the_token_when_it_connects(
     (kwargs,) = calls
     assert kwargs["dsn"] == (
         "DRIVER={ODBC Driver 18 for SQL Server};Server=sql.example.net,1433;"
-        "Database=sheaf;Encrypt=yes"  # SQLAlchemy's Trusted_Connection=Yes is gone
+        "Database=sheaf;Encrypt=yes;"  # SQLAlchemy's Trusted_Connection=Yes is gone
+        "ConnectRetryCount=0"  # no driver reconnect with the token it was opened with
     )
     assert kwargs["attrs_before"] == {1256: pack_access_token("token-1")}
 
@@ -253,10 +254,7 @@ async def test_a_connection_whose_exec_failed_is_discarded(
     """A failed procedure may leave its transaction open; the pool must not get it back."""
     invalidated: list[bool] = []
 
-    class FailingConnection:
-        async def execution_options(self, **options: Any) -> None:
-            assert options == {"isolation_level": "AUTOCOMMIT"}
-
+    class FailingConnection:  # no execution_options: autocommit is the pool's, not per call
         async def execute(self, *_args: Any) -> Any:
             message = (
                 "[42S22] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]"
@@ -270,7 +268,8 @@ async def test_a_connection_whose_exec_failed_is_discarded(
             invalidated.append(True)
 
     @asynccontextmanager
-    async def connected() -> AsyncIterator[Any]:
+    async def connected(engine: AsyncEngine) -> AsyncIterator[Any]:
+        assert engine is store._procedures  # the autocommit engine of the lease calls
         yield FailingConnection()
 
     store = await open_store(ODBC18_URL)

@@ -46,6 +46,7 @@ CALLS = {  # what the adapter EXECs, and the result columns it reads
         | {"lease_expires_at", "attempt", "collection", "blob_key", "content_type"},
     ),
     "renew_document_lease": (mssql._RENEW, {"renewed"}),
+    "complete_document_lease": (mssql._COMPLETE, {"completed"}),
     "release_document_lease": (
         mssql._RELEASE,
         {"applied", "status", "not_before", "dispatch_seq"},

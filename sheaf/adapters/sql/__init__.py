@@ -84,6 +84,11 @@ async def open_store(
     engine = create_engine(url, pool_size=pool_size, credential=credential)
     if engine.dialect.name == "sqlite":
         return SqliteDocumentStore(engine, search_cache_bytes=search_cache_bytes)
-    if engine.dialect.name == "mssql":
-        return MssqlDocumentStore(engine, search_cache_bytes=search_cache_bytes)
+    if engine.dialect.name == "mssql":  # the lease calls get an autocommit pool of their own
+        procedures = create_mssql_engine(
+            parse_database_url(url), pool_size, credential, autocommit=True
+        )
+        return MssqlDocumentStore(
+            engine, procedures=procedures, search_cache_bytes=search_cache_bytes
+        )
     return PostgresDocumentStore(engine, search_cache_bytes=search_cache_bytes)

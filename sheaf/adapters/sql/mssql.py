@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import json
 import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
@@ -37,8 +38,10 @@ from sqlalchemy import (
     Integer,
     Row,
     Select,
-    TextClause,
     TextualSelect,
+    Unicode,
+    UnicodeText,
+    bindparam,
     event,
     select,
     text,
@@ -47,21 +50,25 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.mssql.base import MSSQLCompiler
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.types import TypeEngine
 
 from sheaf.adapters.sql.mssql_auth import AccessTokens, require_tokenless_url, token_connector
 from sheaf.adapters.sql.schema import UTCDateTime, chunks
 from sheaf.adapters.sql.store import (
     DEFAULT_SEARCH_CACHE_BYTES,
     SqlDocumentStore,
+    fetch_row,
     filter_clause,
     live_chunks,
     scan_keyword_ranking,
     shielded,
     translate_error,
+    update_document,
 )
 from sheaf.domain.models import (
     AcquireOutcome,
     AcquireResult,
+    Completion,
     Dispatch,
     ErrorInfo,
     Lease,
@@ -71,7 +78,7 @@ from sheaf.domain.models import (
     Status,
 )
 from sheaf.domain.retry import retry_delay
-from sheaf.errors import ConfigError, SheafError, StoreUnavailable, TransientError
+from sheaf.errors import ConfigError, LeaseLost, SheafError, StoreUnavailable, TransientError
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -95,13 +102,17 @@ class Failure(enum.Enum):
 DEADLOCK_ERRORS = frozenset({1205})
 LOCK_TIMEOUT_ERRORS = frozenset({1222})
 # Resource governance: worker or session limits (10928, 10929, 10936), "service busy"
-# (40501), not enough resources (49918-49920).
-THROTTLED_ERRORS = frozenset({10928, 10929, 10936, 40501, 49918, 49919, 49920})
-# Azure failover and reconfiguration (40197, 40613, 4221, 40143), a database being moved
-# or resumed (4060, 42108, 42109), the network (64, 121, 233, 10053, 10054, 10060, 11001),
-# and FreeTDS's own connection errors (20002-20009).
+# (40501), not enough resources (49918-49920), no lock memory left (1204: the statement
+# failed and XACT_ABORT rolled its transaction back).
+THROTTLED_ERRORS = frozenset({1204, 10928, 10929, 10936, 40501, 49918, 49919, 49920})
+# Azure failover and reconfiguration (40197, 40613, 4221, 40143), a service error to be
+# tried again (40540), a database being moved or resumed (4060, 42108, 42109), a session
+# the service ended (40549 long transaction, 40550 too many locks), a server in script
+# upgrade mode refusing logins for a moment (18401), the network (64, 121, 233, 10053,
+# 10054, 10060, 11001), and FreeTDS's own connection errors (20002-20009).
 CONNECTION_ERRORS = frozenset(
-    {4060, 4221, 40143, 40197, 40613, 42108, 42109, 64, 121, 233, 10053, 10054, 10060, 11001}
+    {4060, 4221, 40143, 40197, 40540, 40549, 40550, 40613, 42108, 42109, 18401}
+    | {64, 121, 233, 10053, 10054, 10060, 11001}
     | {20002, 20003, 20004, 20006, 20009}
 )
 LOGIN_ERRORS = frozenset({18452, 18456})
@@ -258,15 +269,34 @@ def validate_mssql_url(url: URL) -> None:
         )
 
 
+# Connections are replaced after 20 minutes: below the Azure SQL gateway's 30-minute idle
+# timeout, and below every Entra ID access token's lifetime (60 minutes or more), which the
+# server checks at sign-in only. No pre-ping: a connection that died anyway fails its first
+# statement, is invalidated, and the failure is retried as `RetryPolicy` allows.
+POOL_RECYCLE_SECONDS = 1200
+
+
 def create_mssql_engine(
-    url: URL, pool_size: int, credential: AsyncTokenCredential | None = None
+    url: URL,
+    pool_size: int,
+    credential: AsyncTokenCredential | None = None,
+    *,
+    autocommit: bool = False,
 ) -> AsyncEngine:
-    """The `mssql+aioodbc` engine; with `credential`, it signs in with Entra ID tokens."""
+    """The `mssql+aioodbc` engine; with `credential`, it signs in with Entra ID tokens.
+
+    `autocommit`: the engine of the lease procedures, each of which owns its transaction.
+    Its connections are put in autocommit once, when opened, and never switched back and
+    forth; nothing is rolled back when they return to the pool (a connection whose EXEC
+    failed is discarded instead, see `MssqlDocumentStore._call_once`).
+    """
     options: dict[str, Any] = {
         "pool_size": pool_size,
-        "pool_pre_ping": True,  # a connection the gateway dropped is replaced, not used
+        "pool_recycle": POOL_RECYCLE_SECONDS,
         "deprecate_large_types": True,  # NVARCHAR(max)/VARBINARY(max), never TEXT/IMAGE
     }
+    if autocommit:
+        options.update(isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
     if credential is not None:
         require_tokenless_url(url)
         options["async_creator"] = _token_creator(url, AccessTokens(credential))
@@ -318,53 +348,100 @@ def set_session_options(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+SQL_INTEGER, SQL_DOUBLE = 4, 8  # ODBC's SQL data type codes (sql.h), as pyodbc's constants
+
+
 def _wide_strings(
-    inputsizes: dict[Any, Any], _cursor: Any, _statement: str, _parameters: Any, context: Any
+    inputsizes: dict[Any, Any], _cursor: Any, statement: str, _parameters: Any, context: Any
 ) -> None:
-    """Bind every string as NVARCHAR (SQLAlchemy binds `String` as VARCHAR on pyodbc)."""
+    """Bind every string as NVARCHAR (SQLAlchemy binds `String` as VARCHAR on pyodbc), and
+    the numbers of a procedure call as the ODBC types of its parameters (SQLAlchemy passes
+    Python's `float` for both, which leaves a NULL argument for the driver to describe)."""
     dbapi = context.dialect.dbapi
     narrow, wide = dbapi.SQL_VARCHAR, dbapi.SQL_WVARCHAR
+    procedure = statement.startswith("EXEC dbo.")
     for bind, dbtype in inputsizes.items():
         if dbtype == narrow:
             inputsizes[bind] = wide
         elif isinstance(dbtype, tuple) and dbtype and dbtype[0] == narrow:
             inputsizes[bind] = (wide, *dbtype[1:])
+        elif procedure and isinstance(bind.type, Integer):
+            inputsizes[bind] = (SQL_INTEGER, 0, 0)
+        elif procedure and isinstance(bind.type, Float):
+            inputsizes[bind] = (SQL_DOUBLE, 0, 0)
 
 
 # -- the store ----------------------------------------------------------------------------------
 
 
-def _procedure(name: str, *arguments: str) -> TextClause:
-    """`EXEC dbo.name @a = :a, …`; only the fixed names below reach this f-string."""
+# The type of each procedure argument, bound with it: the driver then never asks the server
+# to describe a parameter (a NULL argument carries no type of its own).
+_ARGUMENT_TYPES: dict[str, TypeEngine[Any]] = {
+    **dict.fromkeys(("document_id", "lease_token"), Unicode(37)),
+    **dict.fromkeys(("worker_id",), Unicode(256)),
+    **dict.fromkeys(("stage", "outcome"), Unicode(32)),
+    **dict.fromkeys(("error_code",), Unicode(64)),
+    **dict.fromkeys(("embedding_model",), Unicode(128)),
+    **dict.fromkeys(("error", "stage_seconds"), UnicodeText()),
+    **dict.fromkeys(("lease_seconds", "retry_delay", "older_than", "ready_for_seconds"), Float()),
+    **dict.fromkeys(("limit", "page_count", "embedding_dimensions"), Integer()),
+}
+
+
+def _procedure(name: str, *arguments: str, timed: bool = False) -> TextualSelect:
+    """`EXEC dbo.name @a = :a, …` with typed binds; only the fixed names below reach it.
+
+    A textual *select* (a bare `text()` is never given input sizes by SQLAlchemy), whose
+    timestamp columns, when `timed`, read as aware UTC datetimes.
+    """
     params = ", ".join(f"@{argument} = :{argument}" for argument in arguments)
-    return text(f"EXEC dbo.{name} {params}")
+    binds = [bindparam(argument, type_=_ARGUMENT_TYPES[argument]) for argument in arguments]
+    statement = text(f"EXEC dbo.{name} {params}").bindparams(*binds)
+    if timed:
+        return statement.columns(not_before=UTCDateTime, lease_expires_at=UTCDateTime)
+    return statement.columns()
 
 
-def _timed(statement: TextClause) -> TextualSelect:
-    """Its timestamp columns read as aware UTC datetimes."""
-    return statement.columns(not_before=UTCDateTime, lease_expires_at=UTCDateTime)
-
-
-_ACQUIRE = _timed(_procedure("acquire_document_lease", "document_id", "worker_id", "lease_seconds"))
+_ACQUIRE = _procedure(
+    "acquire_document_lease", "document_id", "worker_id", "lease_seconds", timed=True
+)
 _RENEW = _procedure("renew_document_lease", "document_id", "lease_token", "lease_seconds", "stage")
-_RELEASE = _timed(
-    _procedure(
-        "release_document_lease",
-        "document_id",
-        "lease_token",
-        "outcome",
-        "error_code",
-        "error",
-        "retry_delay",
-    )
+_RELEASE = _procedure(
+    "release_document_lease",
+    "document_id",
+    "lease_token",
+    "outcome",
+    "error_code",
+    "error",
+    "retry_delay",
+    timed=True,
 )
-_FIND_EXPIRED = _timed(_procedure("find_expired_leases", "limit"))
-_CLAIM_QUEUED = _timed(
-    _procedure(
-        "claim_queued_documents_v2", "worker_id", "lease_seconds", "limit", "ready_for_seconds"
-    )
+_COMPLETE = _procedure(
+    "complete_document_lease",
+    "document_id",
+    "lease_token",
+    "page_count",
+    "embedding_model",
+    "embedding_dimensions",
+    "stage_seconds",
 )
-_CLAIM_STALE = _timed(_procedure("claim_stale_dispatches", "older_than", "limit"))
+_FIND_EXPIRED = _procedure("find_expired_leases", "limit", timed=True)
+_CLAIM_QUEUED = _procedure(
+    "claim_queued_documents_v2",
+    "worker_id",
+    "lease_seconds",
+    "limit",
+    "ready_for_seconds",
+    timed=True,
+)
+_CLAIM_STALE = _procedure("claim_stale_dispatches", "older_than", "limit", timed=True)
+# A purge removes a document's chunks at most this many rows per statement, as the
+# procedures do: one statement never takes the ~5,000 locks at which SQL Server escalates
+# to a lock on the whole chunks table (migration 0007, docs/leases.md).
+CHUNK_DELETE_BATCH = 1000
+_DELETE_CHUNKS = text(
+    f"DELETE TOP ({CHUNK_DELETE_BATCH}) FROM dbo.chunks WHERE document_id = :document_id"
+).bindparams(bindparam("document_id", type_=Unicode(37)))
 _CLOCK = text("SELECT CAST(SYSUTCDATETIME() AS DATETIME2(6)) AS now").columns(now=UTCDateTime)
 # Keyword search (revision 0008): whether chunks has an active full-text index, and the
 # full-text ranking. CONTAINSTABLE's RANK (0-1000) orders the matches of an OR of the
@@ -426,10 +503,14 @@ class MssqlDocumentStore(SqlDocumentStore):
         self,
         engine: AsyncEngine,
         *,
+        procedures: AsyncEngine | None = None,
         retry_policy: RetryPolicy | None = None,
         search_cache_bytes: int = DEFAULT_SEARCH_CACHE_BYTES,
     ) -> None:
+        """`procedures`: the autocommit engine of the lease calls (`create_mssql_engine(…,
+        autocommit=True)`); without one, `engine` switches to autocommit per call."""
         super().__init__(engine, search_cache_bytes=search_cache_bytes)
+        self._procedures = procedures or engine.execution_options(isolation_level="AUTOCOMMIT")
         self.retry_policy = retry_policy or RetryPolicy()
         self._fulltext: bool | None = None  # read once, at the first keyword search
 
@@ -455,6 +536,10 @@ class MssqlDocumentStore(SqlDocumentStore):
         query = contains_query(collection, terms, k, filters)
         return [(row.id, float(row.score)) for row in await conn.execute(query)]
 
+    async def close(self) -> None:
+        await super().close()
+        await self._procedures.dispose()
+
     async def _now(self, conn: AsyncConnection) -> datetime:
         now: datetime = (await conn.execute(_CLOCK)).scalar_one()
         return now
@@ -469,18 +554,18 @@ class MssqlDocumentStore(SqlDocumentStore):
         return self._write()  # READ_ONLY only matters to SQLite's BEGIN
 
     @asynccontextmanager
-    async def _connected(self) -> AsyncIterator[AsyncConnection]:
-        conn = await self._connect()
+    async def _connected(self, engine: AsyncEngine | None = None) -> AsyncIterator[AsyncConnection]:
+        conn = await self._connect(engine or self._engine)
         try:
             yield conn
         finally:
             await conn.close()
 
-    async def _connect(self) -> AsyncConnection:
+    async def _connect(self, engine: AsyncEngine) -> AsyncConnection:
         """A pooled connection; opening one is retried through throttling and failovers."""
         attempt = 1
         while True:
-            conn = self._engine.connect()
+            conn = engine.connect()
             try:
                 return await conn.start()
             except (sa_exc.DBAPIError, OSError) as exc:
@@ -512,8 +597,7 @@ class MssqlDocumentStore(SqlDocumentStore):
         whose EXEC failed is discarded, never returned to the pool still holding locks.
         """
         with _translated():
-            async with self._connected() as conn:
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
+            async with self._connected(self._procedures) as conn:
                 try:
                     return list((await conn.execute(statement, arguments)).all())
                 except BaseException:
@@ -571,6 +655,22 @@ class MssqlDocumentStore(SqlDocumentStore):
         status = None if row.status is None else Status(row.status)
         return ReleaseResult(bool(row.applied), status, row.not_before, row.dispatch_seq)
 
+    async def complete(self, lease: Lease, completion: Completion) -> None:
+        """The completion transaction as one EXEC (migration 0007), as on PostgreSQL."""
+        (row,) = await self._call(
+            _COMPLETE,
+            document_id=lease.document_id,
+            lease_token=lease.token,
+            page_count=completion.page_count,
+            embedding_model=completion.embedding_model,
+            embedding_dimensions=completion.embedding_dimensions,
+            stage_seconds=json.dumps(completion.stage_seconds),
+        )
+        if not row.completed:
+            raise LeaseLost(
+                f"the lease on document {lease.document_id} is no longer held by this token"
+            )
+
     async def find_expired_leases(self, limit: int) -> list[Dispatch]:
         if limit <= 0:
             return []
@@ -599,12 +699,27 @@ class MssqlDocumentStore(SqlDocumentStore):
     # -- the shared operations, each one transaction, with SQL Server's retries ----------------
 
     write_chunks = _retried(SqlDocumentStore.write_chunks, idempotent=False)
-    complete = _retried(SqlDocumentStore.complete, idempotent=False)
     create_document = _retried(SqlDocumentStore.create_document, idempotent=False)
     # A tombstone, a reset of a failed row and a purge each compare before they change.
     delete_document = _retried(SqlDocumentStore.delete_document, idempotent=True)
     retry_document = _retried(SqlDocumentStore.retry_document, idempotent=True)
-    purge_document = _retried(SqlDocumentStore.purge_document, idempotent=True)
+
+    @shielded
+    async def _purge_once(self, document_id: str) -> None:
+        """`store.py`'s purge, with the chunks deleted in bounded batches."""
+        async with self._write() as conn:
+            row = await fetch_row(conn, document_id, lock=True)
+            if row is None or row["status"] != Status.DELETED:
+                return
+            arguments = {"document_id": document_id}
+            while (await conn.execute(_DELETE_CHUNKS, arguments)).rowcount >= CHUNK_DELETE_BATCH:
+                pass
+            await update_document(conn, document_id, purged_at=await self._now(conn))
+
+    async def purge_document(self, document_id: str) -> None:
+        operation = functools.partial(self._purge_once, document_id)
+        await with_retries(operation, self.retry_policy, idempotent=True)
+
     get_document = _retried(SqlDocumentStore.get_document, idempotent=True)
     list_documents = _retried(SqlDocumentStore.list_documents, idempotent=True)
     stats = _retried(SqlDocumentStore.stats, idempotent=True)

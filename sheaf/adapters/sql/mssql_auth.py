@@ -133,7 +133,9 @@ def token_connection_string(dsn: str) -> str:
     """The ODBC connection string without the sign-in keys a token replaces.
 
     Microsoft's drivers refuse a token beside UID, PWD, Authentication or
-    Trusted_Connection.
+    Trusted_Connection. Their connection resiliency (`ConnectRetryCount`) is turned off:
+    it reconnects a broken idle connection with the token it was opened with, which may
+    have expired by then; the pool opens a new connection, with a fresh token, instead.
     """
     kept = []
     if "freetds" in dsn.lower():
@@ -148,9 +150,9 @@ def token_connection_string(dsn: str) -> str:
                 f"the SQL Server URL sets {part.split('=', 1)[0]!r}, but Entra ID sign-in uses "
                 "an access token: remove the user, password and Authentication from the URL"
             )
-        if key not in _DROPPED_KEYS:
+        if key not in _DROPPED_KEYS | {"connectretrycount"}:
             kept.append(part)
-    return ";".join(kept)
+    return ";".join([*kept, "ConnectRetryCount=0"])
 
 
 def require_tokenless_url(url: URL) -> None:

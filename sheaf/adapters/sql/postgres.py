@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Float, Integer, event, select, text
+from sqlalchemy import Executable, Float, Integer, TextClause, bindparam, event, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -57,6 +57,34 @@ def create_postgres_engine(url: URL, pool_size: int) -> AsyncEngine:
     engine = create_async_engine(url, pool_size=pool_size)
     event.listen(engine.sync_engine, "checkout", replace_closed)
     return engine
+
+
+# The embedding-cache lookup as one index seek per hash, whatever the statistics say
+# (migration 0007, docs/leases.md). With `content_sha256 IN (…)`, or with all three
+# equalities in one WHERE, the generic plan of a table that was empty when it was last
+# analysed reads every chunk of the collection and model through
+# ix_chunks_collection_model (its cost ties with ix_chunks_content's there). Here the
+# innermost query has the hash alone to go by (OFFSET 0 keeps the outer filters out of
+# it), so only ix_chunks_content can serve it; the first row of the collection and model
+# is all the cache needs.
+CACHE_LOOKUP = text(
+    "SELECT h.hash AS content_sha256, c.embedding "
+    "FROM unnest(CAST(:hashes AS VARCHAR[])) AS h (hash) "
+    "CROSS JOIN LATERAL ("
+    "SELECT same.embedding FROM ("
+    "SELECT chunks.embedding, chunks.collection, chunks.model FROM chunks "
+    "WHERE chunks.content_sha256 = h.hash OFFSET 0"
+    ") AS same WHERE same.collection = :collection AND same.model = :model LIMIT 1"
+    ") AS c"
+)
+
+
+def cache_lookup(collection: str, model: str, content_hashes: Sequence[str]) -> TextClause:
+    return CACHE_LOOKUP.bindparams(
+        bindparam("hashes", list(content_hashes)),
+        bindparam("collection", collection),
+        bindparam("model", model),
+    )
 
 
 def _call(function: str, arguments: int) -> str:
@@ -128,6 +156,11 @@ class PostgresDocumentStore(SqlDocumentStore):
     ) -> None:
         super().__init__(engine, search_cache_bytes=search_cache_bytes)
         self._calls = FunctionCalls(engine)
+
+    def _cache_lookup(
+        self, collection: str, model: str, content_hashes: Sequence[str]
+    ) -> Executable:
+        return cache_lookup(collection, model, content_hashes)
 
     async def _now(self, conn: AsyncConnection) -> datetime:
         now: datetime = (await conn.execute(_CLOCK)).scalar_one()

@@ -1,7 +1,9 @@
 """The relational schema, as SQLAlchemy Core tables shared by every SQL backend.
 
 Migrations under `sql/migrations/` create exactly these tables; a test compares them.
-Vectors are stored portably as little-endian float32 bytes (`LargeBinary`).
+Vectors are stored portably as little-endian float32 bytes (`LargeBinary`). SQL Server's
+own column types, collations, clustering and INCLUDEs are in the migrations (0001, 0007);
+the `mssql_include` options below only record them here.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
+# attempts and chunks get a new row per attempt: 64-bit ids (migration 0007). SQLite's
+# INTEGER PRIMARY KEY is the 64-bit rowid already, and only that spelling autoincrements.
+ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -100,12 +105,25 @@ documents = Table(
         postgresql_where=LIVE,
         mssql_where=LIVE,
     ),
+    # The duplicate check at upload, whatever the status binding (migration 0007): no
+    # planner can match a bound `status <> ?` to the filtered index above.
+    Index("ix_documents_collection_sha256", "collection", "sha256", mssql_include=["status"]),
     # Claim scan: ready queued rows, oldest first.
     Index("ix_documents_status_not_before", "status", "not_before", "created_at"),
     # Expiry scan: processing rows by lease expiry.
-    Index("ix_documents_status_lease_expires", "status", "lease_expires_at"),
+    Index(
+        "ix_documents_status_lease_expires",
+        "status",
+        "lease_expires_at",
+        mssql_include=["lease_token", "attempts", "max_attempts"],
+    ),
     # Reconcile scan: queued rows by last dispatch.
-    Index("ix_documents_status_last_dispatched", "status", "last_dispatched_at"),
+    Index(
+        "ix_documents_status_last_dispatched",
+        "status",
+        "last_dispatched_at",
+        mssql_include=["not_before", "lease_token"],
+    ),
     # Listing a collection newest first.
     Index("ix_documents_collection_created", "collection", "created_at", "id"),
     Index("ix_documents_blob_key", "blob_key"),
@@ -126,7 +144,7 @@ Index(
 attempts = Table(
     "attempts",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
     Column("document_id", String(36), ForeignKey("documents.id"), nullable=False),
     Column("number", Integer, nullable=False),
     Column("lease_token", String(36), nullable=False, unique=True),
@@ -144,7 +162,7 @@ attempts = Table(
 chunks = Table(
     "chunks",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
     Column("document_id", String(36), ForeignKey("documents.id"), nullable=False),
     Column("collection", String(128), nullable=False),
     Column("lease_token", String(36), nullable=False),
@@ -159,8 +177,9 @@ chunks = Table(
     Index("ix_chunks_document_token", "document_id", "lease_token", "ordinal"),
     # Search reads a collection's chunks of one model in id order, in bounded batches.
     Index("ix_chunks_collection_model", "collection", "model", "id"),
-    # Embedding cache: a chunk text already embedded in this collection by this model.
-    Index("ix_chunks_collection_model_content", "collection", "model", "content_sha256"),
+    # Embedding cache: a chunk text already embedded in this collection by this model,
+    # looked up by the hash first: each key of the IN list is one seek (migration 0007).
+    Index("ix_chunks_content", "content_sha256", "collection", "model"),
 )
 
 # The keyword index (migration 0008) differs per backend; what exists on one backend only

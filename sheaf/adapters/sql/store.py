@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import (
     ColumnElement,
+    Executable,
     Join,
     RowMapping,
     Select,
@@ -77,6 +78,9 @@ INDEX_STAGE = "index"  # the pipeline stage in which chunks are written
 SEARCH_BATCH_ROWS = 2048  # bounds the memory of one streamed search step
 DEFAULT_SEARCH_CACHE_BYTES = 512 * 1024 * 1024  # ~130,000 vectors of 1,024 dimensions
 _KEYS_PER_QUERY = 500  # stays far below every driver's bound-parameter limit
+# SQL Server: the two lookups by key seek their index whatever the statistics say (0007).
+CACHE_LOOKUP_HINT = "WITH (INDEX (ix_chunks_content), FORCESEEK)"
+DUPLICATE_CHECK_HINT = "WITH (INDEX (ix_documents_collection_sha256), FORCESEEK)"
 
 _CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})  # serialization, deadlock, lock
 # Server full, shutting down, database missing; plus every code of classes 08 and 28
@@ -409,15 +413,12 @@ class SqlDocumentStore(ABC):
     async def cached_embeddings(
         self, collection: str, model: str, content_hashes: Sequence[str]
     ) -> dict[str, tuple[float, ...]]:
-        c = chunk_table.c
         wanted = sorted(set(content_hashes))
         found: dict[str, tuple[float, ...]] = {}
         async with self._read() as conn:
             for start in range(0, len(wanted), _KEYS_PER_QUERY):
-                query = select(c.content_sha256, c.embedding).where(
-                    c.collection == collection,
-                    c.model == model,
-                    c.content_sha256.in_(wanted[start : start + _KEYS_PER_QUERY]),
+                query = self._cache_lookup(
+                    collection, model, wanted[start : start + _KEYS_PER_QUERY]
                 )
                 for row in await conn.execute(query):
                     vector = np.frombuffer(row.embedding, dtype="<f4")
@@ -484,6 +485,12 @@ class SqlDocumentStore(ABC):
         query = select(d.id).where(d.collection == collection, d.status != Status.DELETED)
         async with self._read() as conn:
             return (await conn.execute(query.limit(1))).first() is not None
+
+    def _cache_lookup(
+        self, collection: str, model: str, content_hashes: Sequence[str]
+    ) -> Executable:
+        """The embedding-cache statement: `content_sha256` and `embedding` per stored hash."""
+        return cache_lookup(collection, model, content_hashes)
 
     async def watch_queue(self, arrived: asyncio.Event, stop: asyncio.Event) -> None:
         """No wake-ups here: PostgreSQL and SQLite override this; SQL Server workers poll, or
@@ -636,11 +643,29 @@ async def update_document(conn: AsyncConnection, document_id: str, **values: Any
     await conn.execute(update(documents).where(documents.c.id == document_id).values(**values))
 
 
-async def _live_twin(conn: AsyncConnection, collection: str, sha256: str) -> Document | None:
-    d = documents.c
-    query = select(d.id).where(
-        d.collection == collection, d.sha256 == sha256, d.status != Status.DELETED
+def cache_lookup(collection: str, model: str, content_hashes: Sequence[str]) -> Select[str, bytes]:
+    """Stored vectors by content hash: a seek on ix_chunks_content per hash."""
+    c = chunk_table.c
+    return (
+        select(c.content_sha256, c.embedding)
+        .where(c.content_sha256.in_(content_hashes), c.collection == collection, c.model == model)
+        .with_hint(chunk_table, CACHE_LOOKUP_HINT, dialect_name="mssql")
     )
+
+
+def duplicate_check(collection: str, sha256: str) -> Select[str]:
+    """The live document with this content in this collection: a seek on
+    ix_documents_collection_sha256, whatever the status binding."""
+    d = documents.c
+    return (
+        select(d.id)
+        .where(d.collection == collection, d.sha256 == sha256, d.status != Status.DELETED)
+        .with_hint(documents, DUPLICATE_CHECK_HINT, dialect_name="mssql")
+    )
+
+
+async def _live_twin(conn: AsyncConnection, collection: str, sha256: str) -> Document | None:
+    query = duplicate_check(collection, sha256)
     twin_id = (await conn.execute(query)).scalar_one_or_none()
     return None if twin_id is None else await fetch_document(conn, twin_id, history=False)
 

@@ -1,7 +1,7 @@
 """Keyword (BM25-class) index over the chunks, on every backend.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-06
 
 Hybrid search fuses a keyword ranking with the vector ranking. The keyword index lives
@@ -29,7 +29,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

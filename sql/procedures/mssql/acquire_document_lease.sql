@@ -90,8 +90,13 @@ BEGIN
                             error_code = N'lease_expired',
                             error = @message
                         WHERE lease_token = @old_token AND outcome = N'running';
-                        DELETE FROM dbo.chunks
-                        WHERE document_id = @document_id AND lease_token = @old_token;
+                        -- At most 1,000 rows per DELETE: no escalation to a table lock.
+                        WHILE 1 = 1
+                            BEGIN
+                                DELETE TOP (1000) FROM dbo.chunks
+                                WHERE document_id = @document_id AND lease_token = @old_token;
+                                IF @@ROWCOUNT < 1000 BREAK;
+                            END;
                     END;
 
                 -- DATEADD takes an INT: whole seconds first, then the microseconds.

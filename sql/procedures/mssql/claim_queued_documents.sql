@@ -8,8 +8,12 @@
 -- (rows other claimers hold are skipped, not waited for, so claimers never queue behind
 -- each other) and ROWLOCK (row locks only, so READPAST has single rows to skip and one
 -- claim never locks a page or the table that others would then skip entirely).
--- The scan is a seek on ix_documents_ready (status, ready_at, created_at), whose order is
--- the ORDER BY: TOP stops after @batch rows instead of locking every ready row for a sort.
+-- READCOMMITTEDLOCK reads under locking READ COMMITTED even where the database has
+-- READ_COMMITTED_SNAPSHOT on (the Azure SQL default): READPAST is documented for locking
+-- reads only. The scan is a seek (INDEX and FORCESEEK: whatever the statistics say) on
+-- ix_documents_ready (status, ready_at, created_at), whose order is the ORDER BY, and
+-- which INCLUDEs every column the other predicates read (migration 0007): TOP stops after
+-- @batch rows, and no row is locked that a key lookup would then reject.
 -- ready_at is COALESCE(not_before, created_at), the contract's "oldest first" key, kept as
 -- a persisted computed column on SQL Server only (migration 0001) so it can be indexed.
 CREATE OR ALTER PROCEDURE dbo.claim_queued_documents
@@ -30,9 +34,9 @@ BEGIN
     );
     DECLARE @batch INT = IIF(@limit > 0, @limit, 0);
     DECLARE @leased TABLE (
-        document_id NVARCHAR(36) NOT NULL PRIMARY KEY,
+        document_id NVARCHAR(36) COLLATE Latin1_General_100_BIN2 NOT NULL PRIMARY KEY,
         collection NVARCHAR(128) NOT NULL,
-        lease_token NVARCHAR(36) NOT NULL,
+        lease_token NVARCHAR(36) COLLATE Latin1_General_100_BIN2 NOT NULL,
         lease_expires_at DATETIMEOFFSET(6) NOT NULL,
         attempt INT NOT NULL,
         dispatch_seq INT NOT NULL,
@@ -61,7 +65,10 @@ BEGIN
             d.content_type,
             d.not_before,
             d.created_at
-        FROM dbo.documents AS d WITH (UPDLOCK, READPAST, ROWLOCK)
+        FROM
+            dbo.documents AS d WITH (
+                UPDLOCK, READPAST, ROWLOCK, READCOMMITTEDLOCK, INDEX (ix_documents_ready), FORCESEEK
+            )
         WHERE
             d.status = N'queued'
             AND d.ready_at <= @now  -- the seek range; the next line is the contract's test

@@ -5,9 +5,13 @@
 -- UPDLOCK holds each picked row until the statement commits, READPAST skips rows another
 -- reconciler (or a claimer) holds, ROWLOCK keeps those locks to single rows; and a row
 -- just bumped is no longer stale. So any number of reconcilers never return one row
--- twice and cannot storm the bus. The scan is a seek on ix_documents_status_last_dispatched
--- (status, last_dispatched_at; the clustered key id follows), whose order is the ORDER BY.
--- Rows that are queued hold no lease: the lease_token IS NULL test states it.
+-- twice and cannot storm the bus. READCOMMITTEDLOCK keeps the read a locking one under
+-- READ_COMMITTED_SNAPSHOT (READPAST needs it). The scan is a forced seek on
+-- ix_documents_status_last_dispatched (status, last_dispatched_at; the clustered key id
+-- follows), whose order is the ORDER BY and which INCLUDEs not_before and lease_token
+-- (migration 0007). Rows that are queued hold no lease: the lease_token IS NULL test
+-- states it. The OUTPUT goes INTO a table variable: a bare OUTPUT fails (error 334) once
+-- the table has a trigger.
 CREATE OR ALTER PROCEDURE dbo.claim_stale_dispatches
     @older_than FLOAT,
     @limit INT
@@ -24,6 +28,13 @@ BEGIN
         DATEADD(SECOND, -CAST(FLOOR(@older_than) AS INT), @now)
     );
     DECLARE @batch INT = IIF(@limit > 0, @limit, 0);
+    DECLARE @bumped TABLE (
+        document_id NVARCHAR(36) COLLATE Latin1_General_100_BIN2 NOT NULL PRIMARY KEY,
+        collection NVARCHAR(128) NOT NULL,
+        dispatch_seq INT NOT NULL,
+        status NVARCHAR(16) NOT NULL,
+        not_before DATETIMEOFFSET NULL
+    );
 
     WITH picked AS (
         SELECT TOP (@batch)
@@ -34,7 +45,15 @@ BEGIN
             d.dispatch_seq,
             d.last_dispatched_at,
             d.updated_at
-        FROM dbo.documents AS d WITH (UPDLOCK, READPAST, ROWLOCK)
+        FROM
+            dbo.documents AS d WITH (
+                UPDLOCK,
+                READPAST,
+                ROWLOCK,
+                READCOMMITTEDLOCK,
+                INDEX (ix_documents_status_last_dispatched),
+                FORCESEEK
+            )
         WHERE
             d.status = N'queued'
             AND (d.last_dispatched_at IS NULL OR d.last_dispatched_at <= @stale_before)
@@ -49,9 +68,18 @@ BEGIN
         last_dispatched_at = @now,
         updated_at = @now
     OUTPUT
-        INSERTED.id AS document_id,
+        INSERTED.id,
         INSERTED.collection,
         INSERTED.dispatch_seq,
         INSERTED.status,
-        INSERTED.not_before;
+        INSERTED.not_before
+    INTO @bumped (document_id, collection, dispatch_seq, status, not_before);
+
+    SELECT
+        b.document_id,
+        b.collection,
+        b.dispatch_seq,
+        b.status,
+        b.not_before
+    FROM @bumped AS b;
 END;

@@ -6,8 +6,12 @@
 -- Every process runs this sweep. UPDLOCK holds each picked row to the end of the
 -- transaction, READPAST skips rows another sweeper (or a worker renewing, releasing or
 -- taking over) holds instead of waiting, ROWLOCK keeps the locks to single rows: so
--- concurrent sweeps never move one row twice and never block each other. The scan is a
--- seek on ix_documents_status_lease_expires in the ORDER BY's order. The SET expressions
+-- concurrent sweeps never move one row twice and never block each other; READCOMMITTEDLOCK
+-- keeps the read a locking one under READ_COMMITTED_SNAPSHOT (READPAST needs it). The scan
+-- is a forced seek on ix_documents_status_lease_expires in the ORDER BY's order, which
+-- INCLUDEs lease_token, attempts and max_attempts (migration 0007). The dead tokens'
+-- chunks go at most 1,000 rows per DELETE: one statement never takes the 5,000 locks at
+-- which SQL Server would escalate to a lock on the whole chunks table. The SET expressions
 -- see the row as it was before the UPDATE, so the message names the worker and the stage
 -- it died in even though the same statement clears them.
 CREATE OR ALTER PROCEDURE dbo.find_expired_leases
@@ -20,12 +24,12 @@ BEGIN
     DECLARE @now DATETIMEOFFSET(6) = SYSUTCDATETIME();
     DECLARE @batch INT = IIF(@limit > 0, @limit, 0);
     DECLARE @moved TABLE (
-        document_id NVARCHAR(36) NOT NULL PRIMARY KEY,
+        document_id NVARCHAR(36) COLLATE Latin1_General_100_BIN2 NOT NULL PRIMARY KEY,
         collection NVARCHAR(128) NOT NULL,
         dispatch_seq INT NOT NULL,
         status NVARCHAR(16) NOT NULL,
         not_before DATETIMEOFFSET NULL,
-        dead_token NVARCHAR(36) NOT NULL,
+        dead_token NVARCHAR(36) COLLATE Latin1_General_100_BIN2 NOT NULL,
         last_error NVARCHAR(MAX) NOT NULL
     );
 
@@ -49,7 +53,15 @@ BEGIN
             d.lease_expires_at,
             d.current_stage,
             d.updated_at
-        FROM dbo.documents AS d WITH (UPDLOCK, READPAST, ROWLOCK)
+        FROM
+            dbo.documents AS d WITH (
+                UPDLOCK,
+                READPAST,
+                ROWLOCK,
+                READCOMMITTEDLOCK,
+                INDEX (ix_documents_status_lease_expires),
+                FORCESEEK
+            )
         WHERE
             d.status = N'processing'
             AND d.lease_expires_at <= @now
@@ -96,9 +108,14 @@ BEGIN
     INNER JOIN @moved AS m ON a.lease_token = m.dead_token
     WHERE a.outcome = N'running';
 
-    DELETE c
-    FROM dbo.chunks AS c
-    INNER JOIN @moved AS m ON c.document_id = m.document_id AND c.lease_token = m.dead_token;
+    WHILE 1 = 1
+        BEGIN
+            DELETE TOP (1000) c
+            FROM dbo.chunks AS c
+            INNER JOIN @moved AS m
+                ON c.document_id = m.document_id AND c.lease_token = m.dead_token;
+            IF @@ROWCOUNT < 1000 BREAK;
+        END;
 
     COMMIT TRANSACTION;
 

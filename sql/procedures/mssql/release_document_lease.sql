@@ -53,10 +53,24 @@ BEGIN
     IF @status = N'processing' AND @current_token = @lease_token
         BEGIN
             SET @applied = 1;
+            -- Success keeps this attempt's chunks and drops every other attempt's; any
+            -- other outcome drops this attempt's. At most 1,000 rows per DELETE: one
+            -- statement never takes the 5,000 locks at which SQL Server escalates to a
+            -- lock on the whole chunks table (stalling every writer and search).
+            WHILE @outcome = N'success'
+                BEGIN
+                    DELETE TOP (1000) FROM dbo.chunks
+                    WHERE document_id = @document_id AND lease_token <> @lease_token;
+                    IF @@ROWCOUNT < 1000 BREAK;
+                END;
+            WHILE @outcome <> N'success'
+                BEGIN
+                    DELETE TOP (1000) FROM dbo.chunks
+                    WHERE document_id = @document_id AND lease_token = @lease_token;
+                    IF @@ROWCOUNT < 1000 BREAK;
+                END;
             IF @outcome = N'success'
                 BEGIN
-                    DELETE FROM dbo.chunks
-                    WHERE document_id = @document_id AND lease_token <> @lease_token;
                     UPDATE dbo.documents
                     SET
                         status = N'completed',
@@ -78,8 +92,6 @@ BEGIN
                 END
             ELSE IF @outcome = N'interrupted'  -- not the document's fault: the attempt is free
                 BEGIN
-                    DELETE FROM dbo.chunks
-                    WHERE document_id = @document_id AND lease_token = @lease_token;
                     UPDATE dbo.documents
                     SET
                         status = N'queued',
@@ -93,8 +105,6 @@ BEGIN
                 END
             ELSE IF @outcome = N'transient' AND @attempts < @max_attempts
                 BEGIN
-                    DELETE FROM dbo.chunks
-                    WHERE document_id = @document_id AND lease_token = @lease_token;
                     UPDATE dbo.documents
                     SET
                         status = N'queued',
@@ -117,8 +127,6 @@ BEGIN
                 END
             ELSE  -- permanent, or transient with no attempt left
                 BEGIN
-                    DELETE FROM dbo.chunks
-                    WHERE document_id = @document_id AND lease_token = @lease_token;
                     UPDATE dbo.documents
                     SET
                         status = N'failed',
