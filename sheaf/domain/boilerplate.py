@@ -15,7 +15,9 @@ A pure, streaming function of its pages. What callers may rely on:
   page's edge goes too (a repeated line in the middle of the text stays). It goes when
   the same line, compared after folding case, whitespace and digits (so "Page 7" matches
   "Page 8"), is at an edge of at least `min_pages` - 1 of the `reach` pages either side.
-  A document shorter than `min_pages` pages keeps every line.
+  A document shorter than `min_pages` pages keeps every line. Numbers are folded only in
+  short lines (`FOLD_DIGITS_UP_TO` characters: "Page 7 of 80", "- 12 -"): text of the same
+  shape on every page ("Pillar 3 found 9 cracks ...", wrapped or not) stays.
 - **Nothing else changes.** Every page is yielded, with its number, even when nothing is
   left of its text (so page counts and citations stay right); kept lines are unchanged.
 """
@@ -31,6 +33,7 @@ from sheaf.domain.models import Page
 REACH = 4  # pages either side that may confirm a repeat (look-ahead and look-behind)
 EDGE_LINES = 3  # non-blank lines at the top, and at the bottom, that may be boilerplate
 MIN_PAGES = 3  # a line must be at an edge of this many pages, this one included
+FOLD_DIGITS_UP_TO = 40  # page-number lines are short; longer lines must repeat exactly
 
 _DIGITS = re.compile(r"\d+")
 _SPACE = re.compile(r"\s+")
@@ -107,5 +110,6 @@ def _edge_keys(text: str, edge_lines: int) -> frozenset[str]:
 
 
 def _key(line: str) -> str:
-    """A line as compared across pages: case, spacing and numbers folded."""
-    return _DIGITS.sub("#", _SPACE.sub(" ", line.strip().casefold()))
+    """A line as compared across pages: case and spacing folded, numbers too if it is short."""
+    folded = _SPACE.sub(" ", line.strip().casefold())
+    return _DIGITS.sub("#", folded) if len(folded) <= FOLD_DIGITS_UP_TO else folded

@@ -57,6 +57,18 @@ def test_short_documents_and_lone_lines_are_left_alone() -> None:
     assert list(strip_repeated_edges(far)) == far
 
 
+def test_long_numbered_sentences_of_one_shape_are_text() -> None:
+    pages = [
+        Page(
+            n,
+            f"Section {n}: the inspection of bridge pillar {n} found {n * 3} hairline cracks, "
+            f"each measured; repairs to pillar {n} are scheduled for week {n + 10}.",
+        )
+        for n in range(1, 7)
+    ]
+    assert list(strip_repeated_edges(pages)) == pages
+
+
 def test_a_page_of_nothing_but_boilerplate_is_kept_empty() -> None:
     pages = report(BODIES)
     pages[2] = Page(3, "ACME Harbour Trust\nAnnual Report 1724\nPage 3 of 6")
