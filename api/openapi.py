@@ -231,6 +231,65 @@ SCHEMAS: dict[str, Schema] = {
             "complete": BOOLEAN,
         }
     ),
+    "Dashboard": _object(
+        {
+            "generated_at": TIME,
+            "window_seconds": NUMBER,
+            "bucket_seconds": NUMBER,
+            "throughput": _array(
+                _object(
+                    {"start": TIME, "completed": INTEGER, "failed": INTEGER, "retried": INTEGER}
+                )
+            ),
+            "failures": _array(_object({"error_code": STRING, "count": INTEGER})),
+            "stages": _array(
+                _object(
+                    {
+                        "stage": STRING,
+                        "count": INTEGER,
+                        "p50_seconds": NUMBER,
+                        "p95_seconds": NUMBER,
+                    }
+                )
+            ),
+            "queue": _array(
+                _object(
+                    {
+                        "at": TIME,
+                        "queued": INTEGER,
+                        "processing": INTEGER,
+                        "oldest_ready_age_seconds": _null(NUMBER),
+                    }
+                )
+            ),
+            "queue_sampled_since": _null(TIME),
+            "workers": _array(
+                _object(
+                    {
+                        "id": STRING,
+                        "last_seen_at": TIME,
+                        "last_heartbeat_at": _null(TIME),
+                        "completed": INTEGER,
+                        "failed": INTEGER,
+                        "in_flight": _array(
+                            _object(
+                                {
+                                    "id": STRING,
+                                    "collection": STRING,
+                                    "filename": STRING,
+                                    "stage": _null(STRING),
+                                    "started_at": TIME,
+                                    "heartbeat_at": TIME,
+                                    "lease_expires_at": _null(TIME),
+                                }
+                            )
+                        ),
+                    }
+                )
+            ),
+            "complete": BOOLEAN,
+        }
+    ),
 }
 
 # -- responses and parameters ---------------------------------------------------------------
@@ -452,6 +511,22 @@ PATHS: dict[str, Schema] = {
             _responses({"200": _json("DeadLetter", "The message.")}),
             operationId="getDeadLetter",
         ),
+    },
+    "/v1/admin/dashboard": {
+        "get": _operation(
+            "The operator's dashboard over a recent window: documents completed and failed "
+            "over time, failures by error code, per-stage p50/p95, the queue over time and "
+            "the workers at work. Needs `admin` over `*`.",
+            _responses({"200": _json("Dashboard", "The window, oldest point first.")}),
+            operationId="dashboard",
+            parameters=[
+                _query(
+                    "window",
+                    "The window in seconds (10-86400; clamped; default 900).",
+                    INTEGER,
+                )
+            ],
+        )
     },
     "/v1/collections": {
         "get": _operation(

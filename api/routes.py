@@ -62,6 +62,8 @@ def template(path: str) -> str:
 ELSEWHERE: dict[tuple[str, str], Access] = {
     # api/console_api.py: lists only the collections the caller may see.
     ("GET", "/v1/collections"): Access(Scope.READ, Target.CALLER),
+    # api/console_api.py: the operator's dashboard, over every collection.
+    ("GET", "/v1/admin/dashboard"): ADMIN_ONLY,
 }
 """Rules for /v1 routes other modules register; any other /v1 route needs admin."""
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import Proc, get_json, sheaf_env, upload, wait_status
+from tests.e2e.conftest import Proc, get_json, sheaf_env, start, upload, wait_status
 from tests.e2e.console_support import Console, browser_fixture, expect, sheaf_up  # noqa: F401
 from tests.openai_fake import FakeOpenAI, Fault, openai_fake_fixture  # noqa: F401
 from tests.samples import encrypt_pdf, make_pdf
@@ -447,3 +447,65 @@ async def test_sign_in_with_an_api_key_kept_in_session_storage(
     await expect(overview.locator("tbody tr")).to_have_count(1)
     await expect(overview.locator("tbody tr")).to_contain_text("alpha")
     await ui.check("read-key-sees-its-collection")
+
+
+# -- the dashboard ---------------------------------------------------------------------------
+
+
+async def test_dashboard_follows_documents_and_a_worker_live(
+    browser: Browser, tmp_path: Path, procs: list[Proc], http: aiohttp.ClientSession
+) -> None:
+    """`sheaf up` without workers: uploads wait in the queue. A worker started beside it
+    processes them (the charts fill, the worker is listed); stopped, it drops out of the
+    30-second window."""
+    url = await sheaf_up(tmp_path, procs, SHEAF_WORKERS="0")
+    ui = await Console.open(browser, url, "dashboard")
+    page = ui.page
+    await page.get_by_role("link", name="Dashboard", exact=True).click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Dashboard")
+    await ui.go("#/dashboard?window=30")
+    await expect(page.get_by_label("Show")).to_have_value("30")
+    await expect(page.locator("#workers-none")).to_be_visible()
+    await expect(page.locator("#failures-none")).to_be_visible()
+    await expect(page.locator("#throughput-summary")).to_contain_text("0 completed")
+    await expect(page.locator("#queue-depth")).to_have_text("0")
+    await ui.check("dashboard-idle")
+
+    for i in range(5):
+        status, body = await upload(http, url, "flow", f"n{i}.txt", f"note {i} ".encode() * 40)
+        assert status == 202, body
+    locked = encrypt_pdf(make_pdf(["Secret page."]), "pw")
+    assert (await upload(http, url, "flow", "locked.pdf", locked))[0] == 202
+    await expect(page.locator("#queue-depth")).to_have_text("6")
+    await expect(page.locator("#queue-oldest")).to_have_text(re.compile(r"^\d+ s$"))
+    queue_chart = page.locator("#dashboard-queue svg.chart").first
+    await expect(queue_chart.locator("path.line-queued")).to_have_count(1)
+    waiting_line = await queue_chart.locator("path.line-queued").get_attribute("d")
+    bars = page.locator("#dashboard-throughput svg.chart rect.bar")
+    await expect(bars).to_have_count(0)
+    await ui.check("dashboard-queued")
+
+    worker = start(procs, ["-m", "sheaf", "worker"], sheaf_env(), tmp_path, "worker")
+    summary = page.locator("#throughput-summary")
+    await expect(summary).to_contain_text("5 completed, 1 failed for good")
+    await expect(page.locator("#queue-depth")).to_have_text("0")
+    assert await bars.count() >= 2  # completed and failed bars, drawn live
+    assert await queue_chart.locator("path.line-queued").get_attribute("d") != waiting_line
+    failures = page.locator("#failures-table")
+    await expect(failures.get_by_role("row", name=re.compile(r"^encrypted 1"))).to_be_visible()
+    stages = page.locator("#stages-table")
+    for stage in ("extract", "embed", "total"):
+        await expect(stages.get_by_role("rowheader", name=stage, exact=True)).to_be_visible()
+    extract = stages.get_by_role("row", name=re.compile(r"^extract "))
+    await expect(extract.locator("td").first).to_have_text("5")  # the completed documents
+    workers = page.locator("#workers-table tbody tr")
+    await expect(workers).to_have_count(1)
+    await expect(workers.locator("td").nth(3)).to_have_text("5")  # completed
+    await expect(workers.locator("td").nth(4)).to_have_text("1")  # failed
+    await ui.check("dashboard-after-a-burst")
+
+    # Its attempts age out of the window once it stops: the worker is gone from the list.
+    assert worker.stop() == 0
+    await expect(page.locator("#workers-none")).to_be_visible()
+    await expect(summary).to_contain_text("0 completed")
+    await ui.check("dashboard-worker-gone")

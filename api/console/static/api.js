@@ -75,6 +75,7 @@ export const paths = {
   document: (id) => `/v1/documents/${enc(id)}`,
   retry: (id) => `/v1/documents/${enc(id)}/retry`,
   stats: () => "/v1/stats",
+  dashboard: (window) => withQuery("/v1/admin/dashboard", { window }),
   failed: (query = {}) => withQuery("/v1/admin/failed", query),
   dlq: (query = {}) => withQuery("/v1/admin/dlq", query),
   dlqResubmit: () => "/v1/admin/dlq/resubmit",
