@@ -13,8 +13,12 @@ tenants hold. The dashboard needs `admin` over every collection.
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -22,17 +26,20 @@ from api.keys import DEPS
 from api.security import principal_of
 from sheaf.domain.models import InFlight
 from sheaf.errors import ClientError
-from sheaf.services import console
+from sheaf.services import console, documents
 from sheaf.services import dashboard as board
 
 QUEUE_HISTORY = web.AppKey("queue_history", board.QueueHistory)
 DEFAULT_WINDOW_SECONDS = 900.0
+DOWNLOAD_BLOCK = 256 * 1024
 
 
 def register(app: web.Application) -> None:
     app[QUEUE_HISTORY] = board.QueueHistory()  # filled by the API's housekeeping tasks
     app.router.add_get("/v1/collections", list_collections)
     app.router.add_get("/v1/admin/dashboard", show_dashboard)
+    app.router.add_get("/v1/documents/{document_id}/chunks", list_chunks)
+    app.router.add_get("/v1/documents/{document_id}/content", download_original)
 
 
 async def list_collections(request: web.Request) -> web.Response:
@@ -56,6 +63,60 @@ def collection(item: console.CollectionSummary) -> dict[str, Any]:
         "counts": item.counts,
         "links": {"documents": f"{base}/documents", "search": f"{base}/search"},
     }
+
+
+async def list_chunks(request: web.Request) -> web.Response:
+    offset = _whole(request, "offset", 0)
+    limit = _whole(request, "limit", 100)
+    found = await documents.chunks(
+        request.app[DEPS], request.match_info["document_id"], offset, limit
+    )
+    return web.json_response(
+        {
+            "document_id": found.document.id,
+            "total": found.total,
+            "offset": max(offset, 0),
+            "chunks": [
+                {"ordinal": c.ordinal, "page_start": c.page_start, "page_end": c.page_end}
+                | {"text": c.text}
+                for c in found.chunks
+            ],
+        }
+    )
+
+
+async def download_original(request: web.Request) -> web.StreamResponse:
+    """The uploaded file, as an attachment (never shown inline: it is the uploader's)."""
+    with tempfile.TemporaryDirectory(prefix="sheaf-download-") as folder:
+        path = Path(folder) / "original"
+        doc = await documents.download_original(
+            request.app[DEPS], request.match_info["document_id"], path
+        )
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": doc.content_type,
+                "Content-Disposition": f"attachment; filename*=UTF-8''{quote(doc.filename)}",
+                "Content-Length": str(path.stat().st_size),
+                "X-Content-Type-Options": "nosniff",
+            }
+        )
+        await response.prepare(request)
+        with path.open("rb") as file:
+            while block := await asyncio.to_thread(file.read, DOWNLOAD_BLOCK):
+                await response.write(block)
+        await response.write_eof()
+    return response
+
+
+def _whole(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        message = f"{name} must be a whole number, not {raw!r}"
+        raise ClientError(message, code="bad_parameter") from None
 
 
 async def show_dashboard(request: web.Request) -> web.Response:

@@ -231,6 +231,18 @@ SCHEMAS: dict[str, Schema] = {
             "complete": BOOLEAN,
         }
     ),
+    "ChunkPage": _object(
+        {
+            "document_id": STRING,
+            "total": INTEGER,
+            "offset": INTEGER,
+            "chunks": _array(
+                _object(
+                    {"ordinal": INTEGER, "page_start": INTEGER, "page_end": INTEGER, "text": STRING}
+                )
+            ),
+        }
+    ),
     "Dashboard": _object(
         {
             "generated_at": TIME,
@@ -510,6 +522,34 @@ PATHS: dict[str, Schema] = {
             "One dead-lettered message. Needs `admin` over `*`.",
             _responses({"200": _json("DeadLetter", "The message.")}),
             operationId="getDeadLetter",
+        ),
+    },
+    "/v1/documents/{document_id}/chunks": {
+        "parameters": [DOCUMENT_ID],
+        "get": _operation(
+            "A document's live chunks in order, with their pages: its text as indexed "
+            "(neighbouring chunks overlap by SHEAF_CHUNK_OVERLAP). Needs `read`.",
+            _responses({"200": _json("ChunkPage", "One page of chunks.")}),
+            operationId="listChunks",
+            parameters=[
+                _query("offset", "Chunks to skip (default 0).", INTEGER),
+                _query("limit", "How many (1-500; clamped; default 100).", INTEGER),
+            ],
+        ),
+    },
+    "/v1/documents/{document_id}/content": {
+        "parameters": [DOCUMENT_ID],
+        "get": _operation(
+            "The file as it was uploaded, as an attachment. Needs `read`.",
+            _responses(
+                {
+                    "200": {
+                        "description": "The original bytes, with the detected content type.",
+                        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                    }
+                }
+            ),
+            operationId="downloadDocument",
         ),
     },
     "/v1/admin/dashboard": {

@@ -10,6 +10,7 @@ to test-artifacts/console/ and axe-core must find no serious or critical violati
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ from tests.samples import encrypt_pdf, make_pdf
 from tests.servicebus_fixtures import ServiceBusEmulator
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, Locator
+    from playwright.async_api import Browser, Locator, Page
 
 pytestmark = pytest.mark.e2e
 
@@ -60,6 +61,11 @@ def text_file(name: str, text: str) -> dict[str, Any]:
 
 def pdf_file(name: str, data: bytes) -> dict[str, Any]:
     return {"name": name, "mimeType": "application/pdf", "buffer": data}
+
+
+def document_id_of(page: Page) -> str:
+    """The document id in the address of a document's page (#/documents/<id>)."""
+    return page.url.rsplit("/", 1)[1]
 
 
 def upload_row(ui: Console, name: str) -> Locator:
@@ -156,17 +162,9 @@ async def test_upload_watch_fail_retry_search_browse_delete_and_admin(
     await expect(row).to_contain_text("protected by a password")
     await expect(row).to_contain_text("(encrypted)")
     await ui.check("failed-in-plain-words")
-    async with page.expect_response(lambda r: r.url.endswith("/retry")) as answer:
-        await row.get_by_role("button", name="Retry locked.pdf").click()
-    retried = await (await answer.value).json()
-    assert retried["status"] == "queued"
-    await expect(page.locator("#status")).to_have_text("locked.pdf is queued again.")
-    await expect(row.locator(".badge")).to_have_text("failed")  # still encrypted, of course
-    seen = await seen_statuses(ui, "locked.pdf")
-    assert seen[seen.index("failed") :].count("queued") >= 1, seen  # re-queued, then failed
-    history = (await get_json(http, f"{url}/v1/documents/{retried['id']}"))["history"]
-    assert len(history) == 2, history
-    await ui.check("retried-and-failed-again")
+    # Retrying cannot mend a password: no Retry is offered, only the details.
+    await expect(row.get_by_role("button", name="Retry locked.pdf")).to_have_count(0)
+    await expect(row.get_by_role("link", name="Details of locked.pdf")).to_be_visible()
 
     # Search: the page-2 chunk of report.pdf first, its words highlighted.
     await page.get_by_role("link", name="Search", exact=True).click()
@@ -193,7 +191,21 @@ async def test_upload_watch_fail_retry_search_browse_delete_and_admin(
     await page.get_by_role("button", name="Show documents").click()
     await expect(results.locator("tbody tr")).to_have_count(1)
     await expect(results.locator("tbody tr")).to_contain_text("locked.pdf")
+    await expect(results.locator("tbody tr td code")).to_have_text("encrypted")  # the error
     await ui.check("documents-failed")
+
+    # Its page: the failure told once, no Retry, and the stage it failed in.
+    await results.get_by_role("link", name="locked.pdf").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("locked.pdf")
+    await expect(page.locator("#no-retry")).to_contain_text("the file itself is the problem")
+    await expect(page.get_by_role("button", name="Retry")).to_have_count(0)
+    await expect(page.get_by_text("protected by a password")).to_have_count(1)
+    attempts_table = page.locator("section[aria-labelledby=attempts-title] table")
+    await expect(attempts_table).to_contain_text("encrypted (described above)")
+    detail = await get_json(http, f"{url}/v1/documents/{document_id_of(page)}")
+    assert detail["current_stage"] == "extract", detail
+    await ui.check("failed-document-detail")
+    await page.go_back()
 
     # One document's detail: pages, chunks, attempts and per-stage timings; then delete it.
     await page.get_by_label("Status").select_option("")
@@ -207,6 +219,17 @@ async def test_upload_watch_fail_retry_search_browse_delete_and_admin(
     for stage in ("download", "extract", "chunk", "embed", "index", "total"):
         await expect(timings.get_by_role("columnheader", name=f"{stage} time")).to_be_visible()
     await expect(timings.locator("tbody tr")).to_have_count(1)
+    chunks = page.locator("#chunks li")
+    await expect(chunks.first).to_contain_text("Chunk 1 · page 1")
+    await expect(chunks.first).to_contain_text("Quarterly audit overview")
+    await expect(page.locator("#chunks")).to_contain_text("page 2")
+    await expect(page.locator("#chunks")).to_contain_text("page 3")
+    async with page.expect_download() as saving:
+        await page.get_by_role("button", name="Download the original").click()
+    saved = await saving.value
+    assert saved.suggested_filename == "report.pdf"
+    shown = await get_json(http, f"{url}/v1/documents/{document_id_of(page)}")
+    assert hashlib.sha256(Path(await saved.path()).read_bytes()).hexdigest() == shown["sha256"]
     await ui.check("document-detail")
     await page.get_by_role("button", name="Delete").click()
     dialog = page.get_by_role("dialog")
@@ -509,3 +532,24 @@ async def test_dashboard_follows_documents_and_a_worker_live(
     await expect(page.locator("#workers-none")).to_be_visible()
     await expect(summary).to_contain_text("0 completed")
     await ui.check("dashboard-worker-gone")
+
+    # The documents it processed, acted on in bulk: retry skips what a retry cannot mend.
+    await ui.go("#/documents?collection=flow")
+    table = page.locator("#documents-table")
+    await expect(table.locator("tbody tr")).to_have_count(6)
+    await page.get_by_label("Select every document shown").check()
+    await page.get_by_role("button", name="Retry selected").click()
+    await expect(page.locator("#status")).to_have_text(
+        "0 documents queued again; 5 documents not failed, left as they are; "
+        "not retried, since retrying cannot help: locked.pdf."
+    )
+    for name in ("n0.txt", "n1.txt"):
+        await page.get_by_label(f"Select {name}").check()
+    await page.get_by_role("button", name="Delete selected…").click()
+    await expect(page.get_by_role("dialog")).to_contain_text("2 documents leave search results")
+    await ui.check("bulk-delete-confirmation")
+    await page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    await expect(page.locator("#status")).to_have_text("2 documents deleted.")
+    await expect(table.locator("tbody tr")).to_have_count(4)
+    await expect(table).not_to_contain_text("n0.txt")
+    await ui.check("after-bulk-delete")
