@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from api import console, console_api, handlers, routes, security, views
+from api import apidocs, console, console_api, handlers, routes, security, views
 from api.keys import DEPS
 from sheaf import metrics, observability
 from sheaf.adapters.sql import SqlDocumentStore
@@ -58,6 +58,7 @@ def create_app(
 def _routes(app: web.Application) -> None:
     routes.add_routes(app)  # the table of routes and the access each needs
     console.setup(app)  # the web console: /, /console/… and its own /v1 routes
+    apidocs.setup(app)  # the interactive API page: /docs
 
 
 def _key_store(given: KeyStore | None) -> Callable[[web.Application], KeyStore]:

@@ -324,9 +324,18 @@ def _json(schema: str, description: str) -> Schema:
     return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
 
 
-def _responses(ok: dict[str, Schema], *errors: str) -> Schema:
+def _responses(ok: dict[str, Schema], *errors: str, notes: dict[str, str] | None = None) -> Schema:
+    """The success answers, and every error a protected route can give; `notes` replace
+    the general description of an error where this route gives it for its own reason."""
     codes = sorted({*_PROTECTED, *errors})
-    return {**ok, **{code: _json("Error", _ERRORS[code]) for code in codes}}
+    said = {**_ERRORS, **(notes or {})}
+    return {**ok, **{code: _json("Error", said[code]) for code in codes}}
+
+
+_NO_BUS = {
+    "400": "Service Bus is not in use here (`error.code` is `no_dead_letter_queue`: "
+    "SHEAF_MESSAGE_BUS=none), or the request is invalid."
+}
 
 
 def _path(name: str, description: str, schema: Schema = STRING) -> Schema:
@@ -495,7 +504,7 @@ PATHS: dict[str, Schema] = {
     "/v1/admin/dlq": {
         "get": _operation(
             "Dead-lettered messages, oldest first (Service Bus only). Needs `admin` over `*`.",
-            _responses({"200": _json("DeadLetterPage", "One page.")}),
+            _responses({"200": _json("DeadLetterPage", "One page.")}, notes=_NO_BUS),
             operationId="listDeadLetters",
             parameters=[_query("reason", "Only this dead-letter reason.", STRING), LIMIT],
         )
@@ -503,7 +512,9 @@ PATHS: dict[str, Schema] = {
     "/v1/admin/dlq/resubmit": {
         "post": _operation(
             "Re-drive failed documents from their dead-lettered messages. Needs `admin`.",
-            _responses({"200": _json("DeadLetterBatch", "What happened to each message.")}),
+            _responses(
+                {"200": _json("DeadLetterBatch", "What happened to each message.")}, notes=_NO_BUS
+            ),
             operationId="resubmitDeadLetters",
             requestBody=_dlq_body("dry_run", "Say what would happen; change nothing."),
         )
@@ -511,7 +522,7 @@ PATHS: dict[str, Schema] = {
     "/v1/admin/dlq/purge": {
         "post": _operation(
             "Remove dead-lettered messages for good. Needs `admin`.",
-            _responses({"200": _json("DeadLetterBatch", "What was removed.")}),
+            _responses({"200": _json("DeadLetterBatch", "What was removed.")}, notes=_NO_BUS),
             operationId="purgeDeadLetters",
             requestBody=_dlq_body("confirm", "Must be true to remove anything."),
         )
@@ -520,7 +531,7 @@ PATHS: dict[str, Schema] = {
         "parameters": [_path("sequence_number", "The message's sequence number.", INTEGER)],
         "get": _operation(
             "One dead-lettered message. Needs `admin` over `*`.",
-            _responses({"200": _json("DeadLetter", "The message.")}),
+            _responses({"200": _json("DeadLetter", "The message.")}, notes=_NO_BUS),
             operationId="getDeadLetter",
         ),
     },
@@ -626,28 +637,63 @@ PATHS: dict[str, Schema] = {
 }
 
 
+def document(*, auth: bool = True) -> dict[str, Any]:
+    """The whole OpenAPI document (built once per mode; callers must not change it).
+
+    `auth=False` describes a server with SHEAF_AUTH_MODE=none: no operation asks for
+    credentials, and none answers 401 or 403."""
+    return _document(auth)
+
+
 @functools.cache
-def document() -> dict[str, Any]:
-    """The whole OpenAPI document (built once; callers must not change it)."""
+def _document(auth: bool) -> dict[str, Any]:
+    how = (
+        "Every /v1 route takes `Authorization: Bearer <API key or Entra ID token>` "
+        "(see docs/security.md)."
+        if auth
+        else "Authentication is off on this server (SHEAF_AUTH_MODE=none): no route asks "
+        "for credentials."
+    )
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Sheaf",
             "version": "1",
-            "description": "Document ingestion: upload, track and search documents. "
-            "Every /v1 route takes `Authorization: Bearer <API key or Entra ID token>` "
-            "(see docs/security.md).",
+            "description": f"Document ingestion: upload, track and search documents. {how}",
         },
-        "security": [{"bearer": []}],
-        "paths": PATHS,
-        "components": {
-            "schemas": SCHEMAS,
-            "securitySchemes": {
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "A Sheaf API key (sk_sheaf_…) or an Entra ID access token.",
+        "security": [{"bearer": []}] if auth else [],
+        "paths": PATHS if auth else _without_auth(PATHS),
+        "components": {"schemas": SCHEMAS, **({"securitySchemes": SCHEMES} if auth else {})},
+    }
+
+
+SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A Sheaf API key (sk_sheaf_…) or an Entra ID access token.",
+    }
+}
+
+
+_AUTH_ERRORS = ("401", "403")
+
+
+def _without_auth(paths: dict[str, Any]) -> dict[str, Any]:
+    """The paths with no 401 or 403 answers: nobody is refused for their credentials."""
+    return {
+        path: {
+            method: (
+                {
+                    **op,
+                    "responses": {
+                        k: v for k, v in op["responses"].items() if k not in _AUTH_ERRORS
+                    },
                 }
-            },
-        },
+                if isinstance(op, dict) and "responses" in op
+                else op
+            )
+            for method, op in item.items()
+        }
+        for path, item in paths.items()
     }

@@ -9,6 +9,7 @@ import logging
 from aiohttp import web
 
 from api.app import create_app
+from api.protocol import JsonErrorRunner
 from sheaf.config import Settings
 from sheaf.errors import ConfigError
 
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     check_exposure(settings)
-    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    runner = JsonErrorRunner(create_app(settings), access_log=None, handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)

@@ -202,3 +202,15 @@ async def test_a_document_gives_its_chunks_with_pages_and_its_original_file(
     assert gone.status == 404
     assert (await error_of(gone))["code"] == "not_found"
     assert (await client.get("/v1/documents/nope/chunks")).status == 404
+
+
+async def test_an_empty_file_is_refused_at_upload_as_the_readme_says(
+    aiohttp_client: MakeClient, deps: Deps
+) -> None:
+    client = await client_for(aiohttp_client, deps)
+    response = await client.post("/v1/collections/c/documents", data=form(("empty.txt", b"")))
+    assert response.status == 415
+    error = await error_of(response)
+    assert error["code"] == "unsupported_type"
+    assert "an empty file" in error["message"]
+    assert await deps.store.stats() == await make_deps().store.stats()  # nothing was stored
