@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -28,6 +29,7 @@ from sheaf.errors import ConfigError, SheafError, StoreUnavailable
 from sheaf.ports import KeyStore
 
 T = TypeVar("T")
+log = logging.getLogger("sheaf.cli")
 WAIT_BATCH = 50  # documents polled per round by `upload --wait`
 WAIT_POLL_SECONDS = 0.5
 
@@ -82,11 +84,15 @@ def up(host: str | None, port: int | None, workers: int | None) -> None:
     logs.configure(settings)
     _check_exposure(settings)
     migrate(settings)
-    click.echo(
-        f"Sheaf is up: API http://{settings.host}:{settings.port} with {settings.workers} "
-        f"worker process(es); database {_where(settings)}; blobs in {settings.blob_dir}. "
-        "Ctrl-C stops it.",
-        err=True,
+    # A log record, not a bare line: stderr then carries one format (JSON off a terminal).
+    log.info(
+        "Sheaf is up; Ctrl-C stops it",
+        extra={
+            "url": f"http://{settings.host}:{settings.port}",
+            "workers": settings.workers,
+            "database": _where(settings),
+            "blobs": str(settings.blob_dir),
+        },
     )
     env = {**os.environ, "SHEAF_WORKERS": str(settings.workers)}
     _run(run_up(settings, env))
