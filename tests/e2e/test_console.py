@@ -476,12 +476,24 @@ async def test_sign_in_with_an_api_key_kept_in_session_storage(
 
 
 async def test_dashboard_follows_documents_and_a_worker_live(
-    browser: Browser, tmp_path: Path, procs: list[Proc], http: aiohttp.ClientSession
+    browser: Browser,
+    openai_fake: FakeOpenAI,
+    tmp_path: Path,
+    procs: list[Proc],
+    http: aiohttp.ClientSession,
 ) -> None:
     """`sheaf up` without workers: uploads wait in the queue. A worker started beside it
-    processes them (the charts fill, the worker is listed); stopped, it drops out of the
-    30-second window."""
-    url = await sheaf_up(tmp_path, procs, SHEAF_WORKERS="0")
+    processes them (its first embedding call is slow, so it is seen holding a document;
+    then the charts fill); stopped, it drops out of the 30-second window."""
+    settings = {
+        "SHEAF_EMBEDDER": "openai",
+        "SHEAF_OPENAI_MODEL": "text-embedding-3-small",
+        "SHEAF_OPENAI_BASE_URL": openai_fake.url + "/v1",
+        "SHEAF_HEARTBEAT_SECONDS": "1",
+        "SHEAF_LEASE_SECONDS": "6",
+        "SHEAF_CONCURRENCY": "1",
+    }
+    url = await sheaf_up(tmp_path, procs, SHEAF_WORKERS="0", **settings)
     ui = await Console.open(browser, url, "dashboard")
     page = ui.page
     await page.get_by_role("link", name="Dashboard", exact=True).click()
@@ -508,7 +520,12 @@ async def test_dashboard_follows_documents_and_a_worker_live(
     await expect(bars).to_have_count(0)
     await ui.check("dashboard-queued")
 
-    worker = start(procs, ["-m", "sheaf", "worker"], sheaf_env(), tmp_path, "worker")
+    openai_fake.fail_next(Fault.slow(8))
+    worker = start(procs, ["-m", "sheaf", "worker"], sheaf_env(**settings), tmp_path, "worker")
+    holding = page.locator("#workers-table tbody tr", has_text="(embed, for")
+    await expect(holding).to_have_count(1)  # in flight: its document, stage and heartbeat
+    await expect(holding.locator("td").nth(1)).to_have_text(re.compile(r"^\d+ s ago$"))
+    await ui.check("dashboard-worker-holding-a-document")
     summary = page.locator("#throughput-summary")
     await expect(summary).to_contain_text("5 completed, 1 failed for good")
     await expect(page.locator("#queue-depth")).to_have_text("0")
