@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from api import console, handlers, routes, security, views
+from api import apidocs, console, console_api, handlers, routes, security, views
 from api.keys import DEPS
 from sheaf import metrics, observability
 from sheaf.adapters.sql import SqlDocumentStore
@@ -23,6 +23,7 @@ from sheaf.config import Settings
 from sheaf.errors import ClientError, NotFound, SheafError, StoreUnavailable, TransientError
 from sheaf.observability import LoopMonitor
 from sheaf.ports import KeyStore
+from sheaf.services.dashboard import sample_queue
 from sheaf.services.deps import Deps
 from sheaf.services.housekeeping import run_housekeeping
 from sheaf.testing import InMemoryKeyStore
@@ -57,6 +58,7 @@ def create_app(
 def _routes(app: web.Application) -> None:
     routes.add_routes(app)  # the table of routes and the access each needs
     console.setup(app)  # the web console: /, /console/… and its own /v1 routes
+    apidocs.setup(app)  # the interactive API page: /docs
 
 
 def _key_store(given: KeyStore | None) -> Callable[[web.Application], KeyStore]:
@@ -97,13 +99,17 @@ async def _observability(app: web.Application) -> AsyncIterator[None]:
 
 async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
     """Recovery runs in the API too, so it works while workers are scaled to zero; so do
-    the database gauges, which only API processes export (see `sheaf.observability`)."""
+    the database gauges, which only API processes export (see `sheaf.observability`), and
+    the queue samples of the console's dashboard (`sheaf.services.dashboard`)."""
     # Plain tasks, not a TaskGroup: aiohttp may run startup and cleanup in different tasks.
     stop = asyncio.Event()
     deps = app[DEPS]
     tasks = [
         asyncio.create_task(run_housekeeping(deps, stop), name="housekeeping"),
         asyncio.create_task(observability.run_database_gauges(deps, stop), name="db-gauges"),
+        asyncio.create_task(
+            sample_queue(deps, app[console_api.QUEUE_HISTORY], stop), name="queue-samples"
+        ),
     ]
     yield
     stop.set()

@@ -296,7 +296,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return _json(openapi_document.document())
+    """The document as this server answers: without credentials when auth is off."""
+    auth = request.app[DEPS].settings.auth_mode != "none"
+    return _json(openapi_document.document(auth=auth))
 
 
 async def prometheus(request: web.Request) -> web.Response:

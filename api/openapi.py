@@ -242,6 +242,77 @@ SCHEMAS: dict[str, Schema] = {
             "complete": BOOLEAN,
         }
     ),
+    "ChunkPage": _object(
+        {
+            "document_id": STRING,
+            "total": INTEGER,
+            "offset": INTEGER,
+            "chunks": _array(
+                _object(
+                    {"ordinal": INTEGER, "page_start": INTEGER, "page_end": INTEGER, "text": STRING}
+                )
+            ),
+        }
+    ),
+    "Dashboard": _object(
+        {
+            "generated_at": TIME,
+            "window_seconds": NUMBER,
+            "bucket_seconds": NUMBER,
+            "throughput": _array(
+                _object(
+                    {"start": TIME, "completed": INTEGER, "failed": INTEGER, "retried": INTEGER}
+                )
+            ),
+            "failures": _array(_object({"error_code": STRING, "count": INTEGER})),
+            "stages": _array(
+                _object(
+                    {
+                        "stage": STRING,
+                        "count": INTEGER,
+                        "p50_seconds": NUMBER,
+                        "p95_seconds": NUMBER,
+                    }
+                )
+            ),
+            "queue": _array(
+                _object(
+                    {
+                        "at": TIME,
+                        "queued": INTEGER,
+                        "processing": INTEGER,
+                        "oldest_ready_age_seconds": _null(NUMBER),
+                    }
+                )
+            ),
+            "queue_sampled_since": _null(TIME),
+            "workers": _array(
+                _object(
+                    {
+                        "id": STRING,
+                        "last_seen_at": TIME,
+                        "last_heartbeat_at": _null(TIME),
+                        "completed": INTEGER,
+                        "failed": INTEGER,
+                        "in_flight": _array(
+                            _object(
+                                {
+                                    "id": STRING,
+                                    "collection": STRING,
+                                    "filename": STRING,
+                                    "stage": _null(STRING),
+                                    "started_at": TIME,
+                                    "heartbeat_at": TIME,
+                                    "lease_expires_at": _null(TIME),
+                                }
+                            )
+                        ),
+                    }
+                )
+            ),
+            "complete": BOOLEAN,
+        }
+    ),
 }
 
 # -- responses and parameters ---------------------------------------------------------------
@@ -264,9 +335,18 @@ def _json(schema: str, description: str) -> Schema:
     return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
 
 
-def _responses(ok: dict[str, Schema], *errors: str) -> Schema:
+def _responses(ok: dict[str, Schema], *errors: str, notes: dict[str, str] | None = None) -> Schema:
+    """The success answers, and every error a protected route can give; `notes` replace
+    the general description of an error where this route gives it for its own reason."""
     codes = sorted({*_PROTECTED, *errors})
-    return {**ok, **{code: _json("Error", _ERRORS[code]) for code in codes}}
+    said = {**_ERRORS, **(notes or {})}
+    return {**ok, **{code: _json("Error", said[code]) for code in codes}}
+
+
+_NO_BUS = {
+    "400": "Service Bus is not in use here (`error.code` is `no_dead_letter_queue`: "
+    "SHEAF_MESSAGE_BUS=none), or the request is invalid."
+}
 
 
 def _path(name: str, description: str, schema: Schema = STRING) -> Schema:
@@ -470,7 +550,7 @@ PATHS: dict[str, Schema] = {
     "/v1/admin/dlq": {
         "get": _operation(
             "Dead-lettered messages, oldest first (Service Bus only). Needs `admin` over `*`.",
-            _responses({"200": _json("DeadLetterPage", "One page.")}),
+            _responses({"200": _json("DeadLetterPage", "One page.")}, notes=_NO_BUS),
             operationId="listDeadLetters",
             parameters=[_query("reason", "Only this dead-letter reason.", STRING), LIMIT],
         )
@@ -478,7 +558,9 @@ PATHS: dict[str, Schema] = {
     "/v1/admin/dlq/resubmit": {
         "post": _operation(
             "Re-drive failed documents from their dead-lettered messages. Needs `admin`.",
-            _responses({"200": _json("DeadLetterBatch", "What happened to each message.")}),
+            _responses(
+                {"200": _json("DeadLetterBatch", "What happened to each message.")}, notes=_NO_BUS
+            ),
             operationId="resubmitDeadLetters",
             requestBody=_dlq_body("dry_run", "Say what would happen; change nothing."),
         )
@@ -486,7 +568,7 @@ PATHS: dict[str, Schema] = {
     "/v1/admin/dlq/purge": {
         "post": _operation(
             "Remove dead-lettered messages for good. Needs `admin`.",
-            _responses({"200": _json("DeadLetterBatch", "What was removed.")}),
+            _responses({"200": _json("DeadLetterBatch", "What was removed.")}, notes=_NO_BUS),
             operationId="purgeDeadLetters",
             requestBody=_dlq_body("confirm", "Must be true to remove anything."),
         )
@@ -495,9 +577,53 @@ PATHS: dict[str, Schema] = {
         "parameters": [_path("sequence_number", "The message's sequence number.", INTEGER)],
         "get": _operation(
             "One dead-lettered message. Needs `admin` over `*`.",
-            _responses({"200": _json("DeadLetter", "The message.")}),
+            _responses({"200": _json("DeadLetter", "The message.")}, notes=_NO_BUS),
             operationId="getDeadLetter",
         ),
+    },
+    "/v1/documents/{document_id}/chunks": {
+        "parameters": [DOCUMENT_ID],
+        "get": _operation(
+            "A document's live chunks in order, with their pages: its text as indexed "
+            "(neighbouring chunks overlap by SHEAF_CHUNK_OVERLAP). Needs `read`.",
+            _responses({"200": _json("ChunkPage", "One page of chunks.")}),
+            operationId="listChunks",
+            parameters=[
+                _query("offset", "Chunks to skip (default 0).", INTEGER),
+                _query("limit", "How many (1-500; clamped; default 100).", INTEGER),
+            ],
+        ),
+    },
+    "/v1/documents/{document_id}/content": {
+        "parameters": [DOCUMENT_ID],
+        "get": _operation(
+            "The file as it was uploaded, as an attachment. Needs `read`.",
+            _responses(
+                {
+                    "200": {
+                        "description": "The original bytes, with the detected content type.",
+                        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                    }
+                }
+            ),
+            operationId="downloadDocument",
+        ),
+    },
+    "/v1/admin/dashboard": {
+        "get": _operation(
+            "The operator's dashboard over a recent window: documents completed and failed "
+            "over time, failures by error code, per-stage p50/p95, the queue over time and "
+            "the workers at work. Needs `admin` over `*`.",
+            _responses({"200": _json("Dashboard", "The window, oldest point first.")}),
+            operationId="dashboard",
+            parameters=[
+                _query(
+                    "window",
+                    "The window in seconds (10-86400; clamped; default 900).",
+                    INTEGER,
+                )
+            ],
+        )
     },
     "/v1/collections": {
         "get": _operation(
@@ -557,28 +683,63 @@ PATHS: dict[str, Schema] = {
 }
 
 
+def document(*, auth: bool = True) -> dict[str, Any]:
+    """The whole OpenAPI document (built once per mode; callers must not change it).
+
+    `auth=False` describes a server with SHEAF_AUTH_MODE=none: no operation asks for
+    credentials, and none answers 401 or 403."""
+    return _document(auth)
+
+
 @functools.cache
-def document() -> dict[str, Any]:
-    """The whole OpenAPI document (built once; callers must not change it)."""
+def _document(auth: bool) -> dict[str, Any]:
+    how = (
+        "Every /v1 route takes `Authorization: Bearer <API key or Entra ID token>` "
+        "(see docs/security.md)."
+        if auth
+        else "Authentication is off on this server (SHEAF_AUTH_MODE=none): no route asks "
+        "for credentials."
+    )
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Sheaf",
             "version": "1",
-            "description": "Document ingestion: upload, track and search documents. "
-            "Every /v1 route takes `Authorization: Bearer <API key or Entra ID token>` "
-            "(see docs/security.md).",
+            "description": f"Document ingestion: upload, track and search documents. {how}",
         },
-        "security": [{"bearer": []}],
-        "paths": PATHS,
-        "components": {
-            "schemas": SCHEMAS,
-            "securitySchemes": {
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "A Sheaf API key (sk_sheaf_…) or an Entra ID access token.",
+        "security": [{"bearer": []}] if auth else [],
+        "paths": PATHS if auth else _without_auth(PATHS),
+        "components": {"schemas": SCHEMAS, **({"securitySchemes": SCHEMES} if auth else {})},
+    }
+
+
+SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A Sheaf API key (sk_sheaf_…) or an Entra ID access token.",
+    }
+}
+
+
+_AUTH_ERRORS = ("401", "403")
+
+
+def _without_auth(paths: dict[str, Any]) -> dict[str, Any]:
+    """The paths with no 401 or 403 answers: nobody is refused for their credentials."""
+    return {
+        path: {
+            method: (
+                {
+                    **op,
+                    "responses": {
+                        k: v for k, v in op["responses"].items() if k not in _AUTH_ERRORS
+                    },
                 }
-            },
-        },
+                if isinstance(op, dict) and "responses" in op
+                else op
+            )
+            for method, op in item.items()
+        }
+        for path, item in paths.items()
     }

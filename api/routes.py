@@ -62,6 +62,11 @@ def template(path: str) -> str:
 ELSEWHERE: dict[tuple[str, str], Access] = {
     # api/console_api.py: lists only the collections the caller may see.
     ("GET", "/v1/collections"): Access(Scope.READ, Target.CALLER),
+    # api/console_api.py: the operator's dashboard, over every collection.
+    ("GET", "/v1/admin/dashboard"): ADMIN_ONLY,
+    # api/console_api.py: a document's chunks (its text as indexed) and its original file.
+    ("GET", "/v1/documents/{document_id}/chunks"): READ_DOCUMENT,
+    ("GET", "/v1/documents/{document_id}/content"): READ_DOCUMENT,
 }
 """Rules for /v1 routes other modules register; any other /v1 route needs admin."""
 

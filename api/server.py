@@ -9,6 +9,7 @@ import logging
 from aiohttp import web
 
 from api.app import create_app
+from api.protocol import JsonErrorRunner
 from sheaf.config import Settings
 from sheaf.errors import ConfigError
 
@@ -16,8 +17,8 @@ log = logging.getLogger(__name__)
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    check_exposure(settings)
-    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    check_exposure(settings, warn=False)  # the command line checked (and warned) already
+    runner = JsonErrorRunner(create_app(settings), access_log=None, handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
@@ -34,15 +35,18 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await runner.cleanup()
 
 
-def check_exposure(settings: Settings) -> None:
+def check_exposure(settings: Settings, *, warn: bool = True) -> None:
     """Refuse to serve every collection to a network without authentication.
 
     On a loopback address only this machine's users can call the API, which is what the
-    embedded default (`sheaf up`) is for: allowed, with a warning.
+    embedded default (`sheaf up`) is for: allowed, with a warning (once: `warn=False`
+    where the caller has already given it).
     """
     if settings.auth_mode != "none":
         return
     if is_loopback(settings.host):
+        if not warn:
+            return
         log.warning(
             "authentication is off (SHEAF_AUTH_MODE=none): anyone on this machine may read "
             "and change every collection; set SHEAF_AUTH_MODE=keys before sharing it",

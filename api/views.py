@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from sheaf.domain.models import Attempt, Document, SearchHit, Stats, Status
+from sheaf.domain.failures import retry_can_help
+from sheaf.domain.models import Attempt, Document, SearchHit, Stats
 from sheaf.services.dlq import BatchResult, Entry, EntryPage, Item
 
 
@@ -19,7 +20,7 @@ def document_links(document: Document) -> dict[str, str]:
         "self": f"/v1/documents/{document.id}",
         "collection": f"/v1/collections/{document.collection}/documents",
     }
-    if document.status is Status.FAILED:
+    if retry_can_help(document):
         links["retry"] = f"/v1/documents/{document.id}/retry"
     return links
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
+from sheaf import cli_views as views
 from sheaf import logs
 from sheaf.auth.keys import new_key
 from sheaf.auth.scopes import Scope
@@ -27,6 +29,9 @@ from sheaf.errors import ConfigError, SheafError, StoreUnavailable
 from sheaf.ports import KeyStore
 
 T = TypeVar("T")
+log = logging.getLogger("sheaf.cli")
+WAIT_BATCH = 50  # documents polled per round by `upload --wait`
+WAIT_POLL_SECONDS = 0.5
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -79,11 +84,15 @@ def up(host: str | None, port: int | None, workers: int | None) -> None:
     logs.configure(settings)
     _check_exposure(settings)
     migrate(settings)
-    click.echo(
-        f"Sheaf is up: API http://{settings.host}:{settings.port} with {settings.workers} "
-        f"worker process(es); database {_where(settings)}; blobs in {settings.blob_dir}. "
-        "Ctrl-C stops it.",
-        err=True,
+    # A log record, not a bare line: stderr then carries one format (JSON off a terminal).
+    log.info(
+        "Sheaf is up; Ctrl-C stops it",
+        extra={
+            "url": f"http://{settings.host}:{settings.port}",
+            "workers": settings.workers,
+            "database": _where(settings),
+            "blobs": str(settings.blob_dir),
+        },
     )
     env = {**os.environ, "SHEAF_WORKERS": str(settings.workers)}
     _run(run_up(settings, env))
@@ -188,18 +197,31 @@ def config_table() -> str:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("-c", "--collection", default="default", show_default=True, help="Collection.")
-def upload(paths: tuple[Path, ...], collection: str) -> None:
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Then follow processing until every document completed or failed; exit 1 if any failed.",
+)
+def upload(paths: tuple[Path, ...], collection: str, wait: bool) -> None:
     """Upload files, or every file under folders, with a progress bar."""
     files = list(expand_paths(list(paths)))
-    counts = _run(_upload_all(collection, files))
+    counts, accepted = _run(_upload_all(collection, files))
     summary = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
     click.echo(f"{len(files)} file(s): {summary or 'nothing to do'}")
-    if counts["rejected"]:
+    failures = _run(_follow(accepted)) if wait and accepted else 0
+    if counts["rejected"] or failures:
         sys.exit(1)
 
 
-async def _upload_all(collection: str, files: list[Path]) -> dict[str, int]:
+def _on_terminal() -> bool:
+    """Whether stderr shows the progress bar: then each line must start below it."""
+    return sys.stderr.isatty()
+
+
+async def _upload_all(collection: str, files: list[Path]) -> tuple[dict[str, int], dict[str, Path]]:
     counts = {"queued": 0, "already there": 0, "rejected": 0}
+    accepted: dict[str, Path] = {}
+    newline = "\n" if _on_terminal() else ""
     async with _client() as client:
         with click.progressbar(files, label="Uploading", file=sys.stderr) as bar:
             for path in bar:
@@ -209,19 +231,51 @@ async def _upload_all(collection: str, files: list[Path]) -> dict[str, int]:
                     if exc.status == 0:
                         raise
                     counts["rejected"] += 1
-                    click.echo(f"\n{path}: rejected ({exc.code}): {exc.message}", err=True)
+                    message = f"{path}: rejected ({exc.code}): {exc.message}"
+                    click.echo(f"{newline}{message}", err=True)
                     continue
                 counts["queued" if status == 202 else "already there"] += 1
-                click.echo(f"\n{path}: {body['id']} {body['status']}", err=True)
-    return counts
+                accepted[body["id"]] = path
+                click.echo(f"{newline}{path}: {body['id']} {body['status']}", err=True)
+    return counts, accepted
+
+
+async def _follow(accepted: dict[str, Path]) -> int:
+    """Poll each document until it is completed or failed; print the failures; count them."""
+    pending = dict(accepted)
+    outcome = {"completed": 0, "failed": 0, "deleted": 0}
+    newline = "\n" if _on_terminal() else ""
+    async with _client() as client:
+        with click.progressbar(length=len(pending), label="Processing", file=sys.stderr) as bar:
+            while pending:
+                for document_id in list(pending)[:WAIT_BATCH]:
+                    body = await client.get(f"/v1/documents/{document_id}")
+                    if body["status"] not in outcome:
+                        continue
+                    path = pending.pop(document_id)
+                    outcome[body["status"]] += 1
+                    bar.update(1)
+                    if body["status"] == "failed":
+                        why = f"{body['error_code']}: {body['last_error']}"
+                        click.echo(f"{newline}{path}: failed ({why})", err=True)
+                if pending:
+                    await asyncio.sleep(WAIT_POLL_SECONDS)
+    summary = ", ".join(f"{n} {status}" for status, n in outcome.items() if n)
+    click.echo(f"processed: {summary}")
+    return outcome["failed"] + outcome["deleted"]
 
 
 @main.command()
 @click.argument("document_id", required=False)
-def status(document_id: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead.")
+def status(document_id: str | None, as_json: bool) -> None:
     """Show one document (with its attempt history), or counts for all of them."""
     path = f"/v1/documents/{document_id}" if document_id else "/v1/stats"
-    _echo_json(_run(_get(path)))
+    body = _run(_get(path))
+    if as_json:
+        _echo_json(body)
+    else:
+        click.echo(views.document(body) if document_id else views.stats(body))
 
 
 @main.command()
@@ -294,16 +348,14 @@ def failed() -> None:
 
 @failed.command("list")
 @click.option("--limit", type=int, default=50, show_default=True)
-def failed_list(limit: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead.")
+def failed_list(limit: int, as_json: bool) -> None:
     """List failed documents with their error."""
     body = _run(_get("/v1/admin/failed", limit=limit))
-    if not body["documents"]:
-        click.echo("no failed documents")
-    for doc in body["documents"]:
-        click.echo(
-            f"{doc['id']}  {doc['collection']}/{doc['filename']}  {doc['error_code']}: "
-            f"{doc['last_error']}"
-        )
+    if as_json:
+        _echo_json(body)
+    else:
+        click.echo(views.failed(body))
 
 
 @failed.command("retry")
@@ -323,26 +375,16 @@ def dlq() -> None:
 @dlq.command("list")
 @click.option("--reason", default=None, help="Only messages dead-lettered for this reason.")
 @click.option("--limit", type=int, default=50, show_default=True)
-def dlq_list(reason: str | None, limit: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead.")
+def dlq_list(reason: str | None, limit: int, as_json: bool) -> None:
     """List dead-lettered messages with their document, oldest first."""
     body = _run(_get("/v1/admin/dlq", reason=reason, limit=limit))
-    if not body["messages"]:
-        click.echo("the dead-letter queue is empty" + (f" for {reason}" if reason else ""))
-    for m in body["messages"]:
-        where = (
-            f"{m['document_id']} {m['collection']}/{m['filename'] or '?'} "
-            f"[{m['document_status'] or 'no such document'}]"
-            if m["document_id"]
-            else f"malformed: {m['problem']}"
-        )
-        click.echo(
-            f"#{m['sequence_number']}  {m['reason']}  deliveries {m['delivery_count']}  "
-            f"enqueued {m['enqueued_at']}  {where}"
-        )
-        if m["description"]:
-            click.echo(f"    {m['description']}")
-    if body["more"]:
-        click.echo(f"… more than {body['limit']}; raise --limit or filter with --reason")
+    if as_json:
+        _echo_json(body)
+    elif not body["messages"] and reason:
+        click.echo(f"the dead-letter queue is empty for {reason}")
+    else:
+        click.echo(views.dead_letters(body))
 
 
 @dlq.command("show")

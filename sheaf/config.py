@@ -264,7 +264,7 @@ class Settings(BaseModel):
         ge=0,
         le=65535,
         description="Port of a worker's /healthz, /readyz and /metrics; 0 = none. "
-        "`sheaf up` gives worker N this port + N.",
+        "`sheaf up` gives worker N this port + N (unset: the API's port + 1 + N).",
     )
 
     # -- background jobs (run in the API and in every worker) ---------------------------

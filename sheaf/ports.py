@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sheaf.domain.models import (
     AcquireResult,
+    Activity,
     Chunk,
     Cleanup,
     Completion,
@@ -120,6 +121,11 @@ class DocumentRepository(Protocol):
 
     async def collection_counts(self) -> dict[str, dict[str, int]]:
         """Live (not deleted) documents per collection and status: {collection: {status: n}}."""
+        ...
+
+    async def activity(self, window_seconds: float, limit: int) -> Activity:
+        """Attempts that ended in the last `window_seconds` (newest first, at most `limit`)
+        and every document in `processing` with its running attempt (at most `limit`)."""
         ...
 
     async def pending_cleanups(self, limit: int) -> list[Cleanup]: ...

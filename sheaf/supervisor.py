@@ -6,8 +6,11 @@ restarted with backoff. On SIGINT/SIGTERM the API stops accepting, workers get S
 `shutdown_grace_seconds` (+5 s) to release their documents, then SIGKILL.
 
 Each worker serves its own `/metrics` (and `/healthz`, `/readyz`): worker N on
-`SHEAF_WORKER_METRICS_PORT` + N, when that base port is set. A restarted worker gets the
-same port back, so Prometheus sees one target per worker slot whose counters reset.
+`SHEAF_WORKER_METRICS_PORT` + N when that base port is set, else on the API's port + 1 + N
+(or a port the system picks, when that one is taken), so the stage timings, which only
+workers measure, are visible without a setting; the addresses are logged at start. A
+restarted worker gets the same port back, so Prometheus sees one target per worker slot
+whose counters reset.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -37,20 +41,57 @@ async def run_up(settings: Settings, environ: Mapping[str, str]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     check_worker_ports(settings)
+    ports = worker_metrics_ports(settings)
+    if ports:
+        urls = [f"http://{settings.host}:{port}/metrics" for port in ports]
+        log.info("worker metrics", extra={"urls": urls})
     async with asyncio.TaskGroup() as group:
         api = group.create_task(serve(settings, stop), name="api")
         for n in range(settings.workers):
-            env = worker_env(environ, settings, n)
+            env = worker_env(environ, settings, n, ports[n])
             group.create_task(_keep_worker(n, env, settings, stop), name=f"worker-{n}")
         api.add_done_callback(lambda _: stop.set())
 
 
-def worker_env(environ: Mapping[str, str], settings: Settings, n: int) -> dict[str, str]:
-    """The environment of worker `n`: the API's settings, and its own metrics port."""
+def worker_env(
+    environ: Mapping[str, str], settings: Settings, n: int, metrics_port: int | None = None
+) -> dict[str, str]:
+    """The environment of worker `n`: the API's settings, and its own metrics port
+    (`metrics_port`, else SHEAF_WORKER_METRICS_PORT + n when that is set)."""
     env = {**environ, "SHEAF_PORT": str(settings.port), "SHEAF_HOST": settings.host}
-    if settings.worker_metrics_port:
-        env["SHEAF_WORKER_METRICS_PORT"] = str(settings.worker_metrics_port + n)
+    if metrics_port is None and settings.worker_metrics_port:
+        metrics_port = settings.worker_metrics_port + n
+    if metrics_port is not None:
+        env["SHEAF_WORKER_METRICS_PORT"] = str(metrics_port)
     return env
+
+
+def worker_metrics_ports(settings: Settings) -> list[int]:
+    """Each worker's metrics port: SHEAF_WORKER_METRICS_PORT + N when set; otherwise the
+    API's port + 1 + N where that is free, else one the system picks (kept across
+    restarts of that worker)."""
+    if settings.worker_metrics_port:
+        return [settings.worker_metrics_port + n for n in range(settings.workers)]
+    wanted = (settings.port + 1 + n for n in range(settings.workers))
+    return [port if _free(settings.host, port) else _free_port(settings.host) for port in wanted]
+
+
+def _free(host: str, port: int) -> bool:
+    if port > 65535:
+        return False
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 def check_worker_ports(settings: Settings) -> None:

@@ -28,6 +28,7 @@ from sheaf.domain.models import (
     TERMINAL_STATUSES,
     AcquireOutcome,
     AcquireResult,
+    Activity,
     Attempt,
     AttemptOutcome,
     Chunk,
@@ -36,8 +37,10 @@ from sheaf.domain.models import (
     Dispatch,
     Document,
     EmbeddedChunk,
+    EndedAttempt,
     ErrorInfo,
     ErrorKind,
+    InFlight,
     Lease,
     NewDocument,
     ReleaseOutcome,
@@ -370,6 +373,20 @@ class InMemoryDocumentStore:
             )
             return Stats(counts=counts, oldest_ready_age_seconds=oldest, leases_held=live)
 
+    async def activity(self, window_seconds: float, limit: int) -> Activity:
+        async with self._lock:
+            now = self._clock()
+            since = now - timedelta(seconds=window_seconds)
+            numbered = enumerate(self._attempts.values())  # insertion order: the SQL id
+            ended = [(a.ended_at, i, a) for i, a in numbered if a.ended_at and a.ended_at >= since]
+            ended.sort(key=lambda item: (item[0], item[1]), reverse=True)
+            return Activity(
+                now=now,
+                ended=tuple(self._ended(a) for _, _, a in ended[: max(limit, 0)]),
+                in_flight=tuple(self._in_flight()[: max(limit, 0)]),
+                complete=len(ended) <= limit,
+            )
+
     async def pending_cleanups(self, limit: int) -> list[Cleanup]:
         async with self._lock:
             tombs = [r for r in self._rows.values() if _unpurged_tombstone(r)]
@@ -480,6 +497,39 @@ class InMemoryDocumentStore:
         self._closed = True
 
     # -- internals (called with the lock held) -------------------------------------------
+
+    def _ended(self, attempt: _AttemptRow) -> EndedAttempt:
+        assert attempt.ended_at is not None
+        return EndedAttempt(
+            document_id=attempt.document_id,
+            number=attempt.number,
+            max_attempts=self._rows[attempt.document_id].max_attempts,
+            worker_id=attempt.worker_id,
+            started_at=attempt.started_at,
+            ended_at=attempt.ended_at,
+            outcome=attempt.outcome,
+            error_code=attempt.error_code,
+            stage_seconds=dict(attempt.stage_seconds),
+        )
+
+    def _in_flight(self) -> list[InFlight]:
+        found = []
+        for row in self._rows.values():
+            if row.status == Status.PROCESSING and row.lease_token is not None:
+                attempt = self._attempts[row.lease_token]
+                found.append(
+                    InFlight(
+                        document_id=row.id,
+                        collection=row.collection,
+                        filename=row.filename,
+                        worker_id=attempt.worker_id,
+                        stage=row.current_stage,
+                        started_at=attempt.started_at,
+                        heartbeat_at=row.updated_at,
+                        lease_expires_at=row.lease_expires_at,
+                    )
+                )
+        return sorted(found, key=lambda f: (f.started_at, f.document_id))
 
     def _grant(self, row: _Row, worker_id: str, lease_seconds: float, now: datetime) -> Lease:
         """Acquire: a new token and attempt; an expired holder's attempt and chunks go."""

@@ -262,3 +262,42 @@ class Cleanup:
 
     document_id: str
     blob_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndedAttempt:
+    """An attempt that has ended, as the operator's dashboard reads the history."""
+
+    document_id: str
+    number: int
+    max_attempts: int  # the document's: a transient failure on the last attempt failed it
+    worker_id: str
+    started_at: datetime
+    ended_at: datetime
+    outcome: AttemptOutcome
+    error_code: str | None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A document in `processing` and the attempt working on it."""
+
+    document_id: str
+    collection: str
+    filename: str
+    worker_id: str
+    stage: str | None
+    started_at: datetime  # this attempt's start
+    heartbeat_at: datetime  # the last lease acquisition or renewal (the row's updated_at)
+    lease_expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """What the workers did lately: `DocumentRepository.activity`."""
+
+    now: datetime  # the database clock when it was read
+    ended: tuple[EndedAttempt, ...]  # newest first
+    in_flight: tuple[InFlight, ...]  # oldest attempt first
+    complete: bool  # False when `limit` cut off older ended attempts

@@ -8,13 +8,22 @@ document in the same statement); the blob and chunks are removed later by
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from sheaf.domain.models import Dispatch, Document, Stats, Status
-from sheaf.errors import Conflict, NotFound
+from sheaf.domain.models import Chunk, Dispatch, Document, Stats, Status
+from sheaf.errors import BlobNotFound, Conflict, NotFound
 from sheaf.services.deps import Deps
 from sheaf.services.ingest import check_collection
 
 MAX_PAGE = 200
+MAX_CHUNKS = 500  # chunks per page of `chunks`
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkPage:
+    document: Document
+    chunks: list[Chunk]
+    total: int  # live chunks of the document
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +36,26 @@ async def get(deps: Deps, document_id: str) -> Document:
     document = await deps.store.get_document(document_id)
     if document is None:
         raise NotFound(f"no document {document_id}")
+    return document
+
+
+async def chunks(deps: Deps, document_id: str, offset: int, limit: int) -> ChunkPage:
+    """The live chunks of a document (its extracted text as indexed) from `offset` on."""
+    document = await get(deps, document_id)
+    found = await deps.store.document_chunks(document_id)
+    start = max(offset, 0)
+    return ChunkPage(document, found[start : start + max(1, min(limit, MAX_CHUNKS))], len(found))
+
+
+async def download_original(deps: Deps, document_id: str, dest: Path) -> Document:
+    """Copy the file as it was uploaded into the local file `dest`."""
+    document = await get(deps, document_id)
+    if document.status is Status.DELETED:
+        raise NotFound(f"document {document_id} is deleted, and so is its file")
+    try:
+        await deps.blobs.download(document.blob_key, dest)
+    except BlobNotFound:
+        raise NotFound(f"the file of document {document_id} is no longer stored") from None
     return document
 
 

@@ -137,7 +137,7 @@ async def _settle(
             f"({deps.settings.document_deadline_seconds:g} s) during stage {stages.current}",
             ErrorKind.TRANSIENT,
         )
-        return await _fail(deps, lease, error)
+        return await _fail(deps, lease, error, stages.current)
     exc = pipeline.exception()
     if exc is None:
         completion = pipeline.result()
@@ -149,7 +149,7 @@ async def _settle(
             log.warning("lease lost before completion; chunks discarded")
             return "lease_lost"
         except SheafError as err:
-            return await _fail(deps, lease, _error_info(err))
+            return await _fail(deps, lease, _error_info(err), stages.current)
         log.info(
             "document completed",
             extra={"chunks": completion.chunk_count, "duration_seconds": stages.seconds["total"]},
@@ -159,7 +159,7 @@ async def _settle(
         metrics.FENCING_REJECTIONS.labels(operation="write_chunks").inc()
         log.warning("lease lost while writing; abandoning the document")
         return "lease_lost"
-    return await _fail(deps, lease, _error_info(exc))
+    return await _fail(deps, lease, _error_info(exc), stages.current)
 
 
 def _error_info(exc: BaseException) -> ErrorInfo:
@@ -171,8 +171,9 @@ def _error_info(exc: BaseException) -> ErrorInfo:
     return ErrorInfo("internal_error", f"{type(exc).__name__}: {exc}", ErrorKind.TRANSIENT)
 
 
-async def _fail(deps: Deps, lease: Lease, error: ErrorInfo) -> str:
+async def _fail(deps: Deps, lease: Lease, error: ErrorInfo, stage: str) -> str:
     settings = deps.settings
+    await _record_stage(deps, lease, stage)
     if error.kind is ErrorKind.PERMANENT:
         outcome, delay = ReleaseOutcome.PERMANENT, 0.0
     else:
@@ -184,6 +185,19 @@ async def _fail(deps: Deps, lease: Lease, error: ErrorInfo) -> str:
         "attempt failed", extra={"error_code": error.code, "error": error.message, "status": status}
     )
     return f"{outcome.value}:{error.code}"
+
+
+async def _record_stage(deps: Deps, lease: Lease, stage: str) -> None:
+    """Name the stage an attempt failed in before releasing it: the heartbeat reports
+    stages only every few seconds, so a document that failed fast in `extract` would say
+    it failed while `queued`. One renewal, on failures only; if it fails, the release
+    still happens and only the stage is less precise."""
+    with contextlib.suppress(SheafError):
+        await asyncio.shield(
+            deps.store.renew_document_lease(
+                lease.document_id, lease.token, deps.settings.lease_seconds, stage
+            )
+        )
 
 
 async def _release(

@@ -10,6 +10,7 @@ to test-artifacts/console/ and axe-core must find no serious or critical violati
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import sys
 from pathlib import Path
@@ -18,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import Proc, get_json, sheaf_env, upload, wait_status
+from tests.e2e.conftest import Proc, get_json, sheaf_env, start, upload, wait_status
 from tests.e2e.console_support import Console, browser_fixture, expect, sheaf_up  # noqa: F401
 from tests.openai_fake import FakeOpenAI, Fault, openai_fake_fixture  # noqa: F401
 from tests.samples import encrypt_pdf, make_pdf
 from tests.servicebus_fixtures import ServiceBusEmulator
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, Locator
+    from playwright.async_api import Browser, Locator, Page
 
 pytestmark = pytest.mark.e2e
 
@@ -60,6 +61,11 @@ def text_file(name: str, text: str) -> dict[str, Any]:
 
 def pdf_file(name: str, data: bytes) -> dict[str, Any]:
     return {"name": name, "mimeType": "application/pdf", "buffer": data}
+
+
+def document_id_of(page: Page) -> str:
+    """The document id in the address of a document's page (#/documents/<id>)."""
+    return page.url.rsplit("/", 1)[1]
 
 
 def upload_row(ui: Console, name: str) -> Locator:
@@ -156,17 +162,9 @@ async def test_upload_watch_fail_retry_search_browse_delete_and_admin(
     await expect(row).to_contain_text("protected by a password")
     await expect(row).to_contain_text("(encrypted)")
     await ui.check("failed-in-plain-words")
-    async with page.expect_response(lambda r: r.url.endswith("/retry")) as answer:
-        await row.get_by_role("button", name="Retry locked.pdf").click()
-    retried = await (await answer.value).json()
-    assert retried["status"] == "queued"
-    await expect(page.locator("#status")).to_have_text("locked.pdf is queued again.")
-    await expect(row.locator(".badge")).to_have_text("failed")  # still encrypted, of course
-    seen = await seen_statuses(ui, "locked.pdf")
-    assert seen[seen.index("failed") :].count("queued") >= 1, seen  # re-queued, then failed
-    history = (await get_json(http, f"{url}/v1/documents/{retried['id']}"))["history"]
-    assert len(history) == 2, history
-    await ui.check("retried-and-failed-again")
+    # Retrying cannot mend a password: no Retry is offered, only the details.
+    await expect(row.get_by_role("button", name="Retry locked.pdf")).to_have_count(0)
+    await expect(row.get_by_role("link", name="Details of locked.pdf")).to_be_visible()
 
     # Search: the page-2 chunk of report.pdf first, its words highlighted.
     await page.get_by_role("link", name="Search", exact=True).click()
@@ -193,7 +191,21 @@ async def test_upload_watch_fail_retry_search_browse_delete_and_admin(
     await page.get_by_role("button", name="Show documents").click()
     await expect(results.locator("tbody tr")).to_have_count(1)
     await expect(results.locator("tbody tr")).to_contain_text("locked.pdf")
+    await expect(results.locator("tbody tr td code")).to_have_text("encrypted")  # the error
     await ui.check("documents-failed")
+
+    # Its page: the failure told once, no Retry, and the stage it failed in.
+    await results.get_by_role("link", name="locked.pdf").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("locked.pdf")
+    await expect(page.locator("#no-retry")).to_contain_text("the file itself is the problem")
+    await expect(page.get_by_role("button", name="Retry")).to_have_count(0)
+    await expect(page.get_by_text("protected by a password")).to_have_count(1)
+    attempts_table = page.locator("section[aria-labelledby=attempts-title] table")
+    await expect(attempts_table).to_contain_text("encrypted (described above)")
+    detail = await get_json(http, f"{url}/v1/documents/{document_id_of(page)}")
+    assert detail["current_stage"] == "extract", detail
+    await ui.check("failed-document-detail")
+    await page.go_back()
 
     # One document's detail: pages, chunks, attempts and per-stage timings; then delete it.
     await page.get_by_label("Status").select_option("")
@@ -207,6 +219,17 @@ async def test_upload_watch_fail_retry_search_browse_delete_and_admin(
     for stage in ("download", "extract", "chunk", "embed", "index", "total"):
         await expect(timings.get_by_role("columnheader", name=f"{stage} time")).to_be_visible()
     await expect(timings.locator("tbody tr")).to_have_count(1)
+    chunks = page.locator("#chunks li")
+    await expect(chunks.first).to_contain_text("Chunk 1 · page 1")
+    await expect(chunks.first).to_contain_text("Quarterly audit overview")
+    await expect(page.locator("#chunks")).to_contain_text("page 2")
+    await expect(page.locator("#chunks")).to_contain_text("page 3")
+    async with page.expect_download() as saving:
+        await page.get_by_role("button", name="Download the original").click()
+    saved = await saving.value
+    assert saved.suggested_filename == "report.pdf"
+    shown = await get_json(http, f"{url}/v1/documents/{document_id_of(page)}")
+    assert hashlib.sha256(Path(await saved.path()).read_bytes()).hexdigest() == shown["sha256"]
     await ui.check("document-detail")
     await page.get_by_role("button", name="Delete").click()
     dialog = page.get_by_role("dialog")
@@ -447,3 +470,103 @@ async def test_sign_in_with_an_api_key_kept_in_session_storage(
     await expect(overview.locator("tbody tr")).to_have_count(1)
     await expect(overview.locator("tbody tr")).to_contain_text("alpha")
     await ui.check("read-key-sees-its-collection")
+
+
+# -- the dashboard ---------------------------------------------------------------------------
+
+
+async def test_dashboard_follows_documents_and_a_worker_live(
+    browser: Browser,
+    openai_fake: FakeOpenAI,
+    tmp_path: Path,
+    procs: list[Proc],
+    http: aiohttp.ClientSession,
+) -> None:
+    """`sheaf up` without workers: uploads wait in the queue. A worker started beside it
+    processes them (its first embedding call is slow, so it is seen holding a document;
+    then the charts fill); stopped, it drops out of the 30-second window."""
+    settings = {
+        "SHEAF_EMBEDDER": "openai",
+        "SHEAF_OPENAI_MODEL": "text-embedding-3-small",
+        "SHEAF_OPENAI_BASE_URL": openai_fake.url + "/v1",
+        "SHEAF_HEARTBEAT_SECONDS": "1",
+        "SHEAF_LEASE_SECONDS": "6",
+        "SHEAF_CONCURRENCY": "1",
+    }
+    url = await sheaf_up(tmp_path, procs, SHEAF_WORKERS="0", **settings)
+    ui = await Console.open(browser, url, "dashboard")
+    page = ui.page
+    await page.get_by_role("link", name="Dashboard", exact=True).click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Dashboard")
+    await ui.go("#/dashboard?window=30")
+    await expect(page.get_by_label("Show")).to_have_value("30")
+    await expect(page.locator("#workers-none")).to_be_visible()
+    await expect(page.locator("#failures-none")).to_be_visible()
+    await expect(page.locator("#throughput-summary")).to_contain_text("0 completed")
+    await expect(page.locator("#queue-depth")).to_have_text("0")
+    await ui.check("dashboard-idle")
+
+    for i in range(5):
+        status, body = await upload(http, url, "flow", f"n{i}.txt", f"note {i} ".encode() * 40)
+        assert status == 202, body
+    locked = encrypt_pdf(make_pdf(["Secret page."]), "pw")
+    assert (await upload(http, url, "flow", "locked.pdf", locked))[0] == 202
+    await expect(page.locator("#queue-depth")).to_have_text("6")
+    await expect(page.locator("#queue-oldest")).to_have_text(re.compile(r"^\d+ s$"))
+    queue_chart = page.locator("#dashboard-queue svg.chart").first
+    await expect(queue_chart.locator("path.line-queued")).to_have_count(1)
+    waiting_line = await queue_chart.locator("path.line-queued").get_attribute("d")
+    bars = page.locator("#dashboard-throughput svg.chart rect.bar")
+    await expect(bars).to_have_count(0)
+    await ui.check("dashboard-queued")
+
+    openai_fake.fail_next(Fault.slow(8))
+    worker = start(procs, ["-m", "sheaf", "worker"], sheaf_env(**settings), tmp_path, "worker")
+    holding = page.locator("#workers-table tbody tr", has_text="(embed, for")
+    await expect(holding).to_have_count(1)  # in flight: its document, stage and heartbeat
+    await expect(holding.locator("td").nth(1)).to_have_text(re.compile(r"^\d+ s ago$"))
+    await ui.check("dashboard-worker-holding-a-document")
+    summary = page.locator("#throughput-summary")
+    await expect(summary).to_contain_text("5 completed, 1 failed for good")
+    await expect(page.locator("#queue-depth")).to_have_text("0")
+    assert await bars.count() >= 2  # completed and failed bars, drawn live
+    assert await queue_chart.locator("path.line-queued").get_attribute("d") != waiting_line
+    failures = page.locator("#failures-table")
+    await expect(failures.get_by_role("row", name=re.compile(r"^encrypted 1"))).to_be_visible()
+    stages = page.locator("#stages-table")
+    for stage in ("extract", "embed", "total"):
+        await expect(stages.get_by_role("rowheader", name=stage, exact=True)).to_be_visible()
+    extract = stages.get_by_role("row", name=re.compile(r"^extract "))
+    await expect(extract.locator("td").first).to_have_text("5")  # the completed documents
+    workers = page.locator("#workers-table tbody tr")
+    await expect(workers).to_have_count(1)
+    await expect(workers.locator("td").nth(3)).to_have_text("5")  # completed
+    await expect(workers.locator("td").nth(4)).to_have_text("1")  # failed
+    await ui.check("dashboard-after-a-burst")
+
+    # Its attempts age out of the window once it stops: the worker is gone from the list.
+    assert worker.stop() == 0
+    await expect(page.locator("#workers-none")).to_be_visible()
+    await expect(summary).to_contain_text("0 completed")
+    await ui.check("dashboard-worker-gone")
+
+    # The documents it processed, acted on in bulk: retry skips what a retry cannot mend.
+    await ui.go("#/documents?collection=flow")
+    table = page.locator("#documents-table")
+    await expect(table.locator("tbody tr")).to_have_count(6)
+    await page.get_by_label("Select every document shown").check()
+    await page.get_by_role("button", name="Retry selected").click()
+    await expect(page.locator("#status")).to_have_text(
+        "0 documents queued again; 5 documents not failed, left as they are; "
+        "not retried, since retrying cannot help: locked.pdf."
+    )
+    for name in ("n0.txt", "n1.txt"):
+        await page.get_by_label(f"Select {name}").check()
+    await page.get_by_role("button", name="Delete selected…").click()
+    await expect(page.get_by_role("dialog")).to_contain_text("2 documents leave search results")
+    await ui.check("bulk-delete-confirmation")
+    await page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    await expect(page.locator("#status")).to_have_text("2 documents deleted.")
+    await expect(table.locator("tbody tr")).to_have_count(4)
+    await expect(table).not_to_contain_text("n0.txt")
+    await ui.check("after-bulk-delete")

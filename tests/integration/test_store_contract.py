@@ -959,6 +959,49 @@ async def test_stats_counts_leases_and_the_oldest_ready_row(
     assert 0.2 + PAST_SHORT <= stats.oldest_ready_age_seconds < 10
 
 
+async def test_activity_reads_the_window_of_ended_attempts_and_the_documents_in_flight(
+    store: DocumentStore, make_document: MakeDocument
+) -> None:
+    empty = await store.activity(60.0, 100)
+    assert (empty.ended, empty.in_flight, empty.complete) == ((), (), True)
+    done = await make_document()
+    await completed(store, done)
+    await asyncio.sleep(0.05)  # distinct end times: newest first is then well defined
+    broken = await make_document()
+    await failed(store, broken)
+    busy = await make_document()
+    running = await store.acquire_document_lease(busy.id, "worker-b", LONG)
+    assert running.lease is not None
+    await store.renew_document_lease(busy.id, running.lease.token, LONG, "embed")
+    await make_document()  # queued: neither ended nor in flight
+
+    seen = await store.activity(60.0, 100)
+    assert seen.complete
+    assert [(a.document_id, a.outcome, a.error_code) for a in seen.ended] == [
+        (broken.id, AttemptOutcome.PERMANENT, "bad_pdf"),
+        (done.id, AttemptOutcome.COMPLETED, None),
+    ]
+    last = seen.ended[1]
+    assert (last.number, last.max_attempts, last.worker_id) == (1, done.max_attempts, "worker-a")
+    assert last.stage_seconds == {"extract": 0.1, "embed": 0.2}
+    assert last.started_at <= last.ended_at <= seen.now
+    [flight] = seen.in_flight
+    assert (flight.document_id, flight.filename) == (busy.id, busy.filename)
+    assert flight.collection == busy.collection
+    assert (flight.worker_id, flight.stage) == ("worker-b", "embed")
+    assert flight.started_at <= flight.heartbeat_at <= seen.now
+    assert flight.lease_expires_at is not None
+    assert flight.lease_expires_at > seen.now
+
+    newest = await store.activity(60.0, 1)
+    assert [a.document_id for a in newest.ended] == [broken.id]
+    assert not newest.complete
+    await asyncio.sleep(0.3)
+    later = await store.activity(0.2, 100)  # both attempts ended before this window
+    assert later.ended == ()
+    assert [f.document_id for f in later.in_flight] == [busy.id]
+
+
 async def test_tombstones_are_cleaned_up_once(
     store: DocumentStore, make_document: MakeDocument
 ) -> None:

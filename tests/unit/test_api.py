@@ -11,7 +11,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from api.app import create_app
+from sheaf.domain.models import ErrorInfo, ErrorKind, ReleaseOutcome
 from sheaf.services.deps import Deps
+from sheaf.services.processing import process_document
 from tests.unit.conftest import make_deps
 
 pytestmark = pytest.mark.unit
@@ -148,3 +150,67 @@ async def test_health_readiness_and_metrics(aiohttp_client: MakeClient, deps: De
     assert body["checks"]["queue"]["mode"] == "servicebus"  # the recording fake is a bus
     metrics = await (await client.get("/metrics")).text()
     assert "sheaf_http_request_duration_seconds" in metrics
+
+
+@pytest.mark.parametrize(
+    ("code", "offered"),
+    [("encrypted", False), ("no_text", False), ("embedding_misconfigured", True)],
+)
+async def test_retry_is_offered_only_where_it_can_succeed(
+    aiohttp_client: MakeClient, deps: Deps, code: str, offered: bool
+) -> None:
+    client = await client_for(aiohttp_client, deps)
+    created = await (
+        await client.post("/v1/collections/c/documents", data=form(("a.txt", b"x")))
+    ).json()
+    [lease] = await deps.store.claim_queued_documents("w", 30, 1)
+    error = ErrorInfo(code, "it failed", ErrorKind.PERMANENT)
+    await deps.store.release_document_lease(
+        lease.document_id, lease.token, ReleaseOutcome.PERMANENT, error
+    )
+    body = await (await client.get(f"/v1/documents/{created['id']}")).json()
+    assert body["status"] == "failed"
+    assert ("retry" in body["links"]) is offered
+    # The route itself still accepts it: an operator may know the cause is gone.
+    assert (await client.post(f"/v1/documents/{created['id']}/retry")).status == 202
+
+
+async def test_a_document_gives_its_chunks_with_pages_and_its_original_file(
+    aiohttp_client: MakeClient, deps: Deps
+) -> None:
+    client = await client_for(aiohttp_client, deps)
+    text = " ".join(f"word{i}" for i in range(400)).encode()
+    upload = await client.post("/v1/collections/c/documents", data=form(("notes.txt", text)))
+    doc_id = (await upload.json())["id"]
+    for lease in await deps.store.claim_queued_documents("w", 30, 1):
+        await process_document(deps, lease)
+
+    everything = await (await client.get(f"/v1/documents/{doc_id}/chunks")).json()
+    assert everything["total"] == len(everything["chunks"]) > 2
+    assert {(c["page_start"], c["page_end"]) for c in everything["chunks"]} == {(1, 1)}
+    assert everything["chunks"][0]["text"].startswith("word0 word1")
+    second = await (await client.get(f"/v1/documents/{doc_id}/chunks?offset=1&limit=1")).json()
+    assert (second["offset"], second["chunks"]) == (1, everything["chunks"][1:2])
+
+    original = await client.get(f"/v1/documents/{doc_id}/content")
+    assert original.status == 200
+    assert await original.read() == text
+    assert original.headers["Content-Type"] == "text/plain"
+    assert original.headers["Content-Disposition"] == ("attachment; filename*=UTF-8''notes.txt")
+    await client.delete(f"/v1/documents/{doc_id}")
+    gone = await client.get(f"/v1/documents/{doc_id}/content")
+    assert gone.status == 404
+    assert (await error_of(gone))["code"] == "not_found"
+    assert (await client.get("/v1/documents/nope/chunks")).status == 404
+
+
+async def test_an_empty_file_is_refused_at_upload_as_the_readme_says(
+    aiohttp_client: MakeClient, deps: Deps
+) -> None:
+    client = await client_for(aiohttp_client, deps)
+    response = await client.post("/v1/collections/c/documents", data=form(("empty.txt", b"")))
+    assert response.status == 415
+    error = await error_of(response)
+    assert error["code"] == "unsupported_type"
+    assert "an empty file" in error["message"]
+    assert await deps.store.stats() == await make_deps().store.stats()  # nothing was stored

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import re
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -33,7 +34,7 @@ from sheaf.services import housekeeping
 from sheaf.services.deps import Deps
 from sheaf.services.ingest import accept_upload
 from sheaf.services.processing import process_document
-from sheaf.supervisor import check_worker_ports, worker_env
+from sheaf.supervisor import check_worker_ports, worker_env, worker_metrics_ports
 from sheaf.testing import InMemoryBlobStore
 from tests.samples import encrypt_pdf, make_pdf
 from tests.unit.conftest import make_deps
@@ -448,6 +449,24 @@ def test_sheaf_up_gives_each_worker_its_own_metrics_port() -> None:
     check_worker_ports(settings)
     off = Settings.from_env({})
     assert "SHEAF_WORKER_METRICS_PORT" not in worker_env({}, off, 1)
+
+
+def test_without_a_setting_workers_get_the_ports_after_the_api_or_free_ones() -> None:
+    with socket.socket() as api:
+        api.bind(("127.0.0.1", 0))
+        port = api.getsockname()[1]
+        settings = Settings.from_env({"SHEAF_PORT": str(port), "SHEAF_WORKERS": "2"})
+        with socket.socket() as taken:
+            try:
+                taken.bind(("127.0.0.1", port + 1))
+            except OSError:
+                pytest.skip(f"port {port + 1} is in use by another process")
+            ports = worker_metrics_ports(settings)
+    assert ports[1] == port + 2 or ports[1] not in (port, port + 1)
+    assert ports[0] not in (port, port + 1)  # taken: the system chose another
+    assert worker_env({}, settings, 0, ports[0])["SHEAF_WORKER_METRICS_PORT"] == str(ports[0])
+    explicit = Settings.from_env({"SHEAF_WORKER_METRICS_PORT": "9100", "SHEAF_WORKERS": "2"})
+    assert worker_metrics_ports(explicit) == [9100, 9101]
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]
 METHODS = {"get", "post", "put", "patch", "delete"}
 CONSOLE_PAGES = ("/", "/console")  # static pages of the web console: not part of the API
+API_PAGE = "/docs"  # the interactive page that shows this document
 
 
 def documented() -> set[tuple[str, str]]:
@@ -45,6 +46,7 @@ def routed(app: web.Application) -> set[tuple[str, str]]:
         and route.method != "HEAD"  # aiohttp adds HEAD beside every GET
         and not route.resource.canonical.startswith(CONSOLE_PAGES[1])
         and route.resource.canonical != CONSOLE_PAGES[0]
+        and not route.resource.canonical.startswith(API_PAGE)
     }
 
 
@@ -97,9 +99,29 @@ async def upload(client: Client, text: bytes, name: str = "a.txt") -> aiohttp.Cl
     return await client.post("/v1/collections/c/documents", data=form)
 
 
-async def test_served_document_is_the_document(client: Client) -> None:
-    response = await client.get("/openapi.json")
-    assert await response.json() == document()
+async def test_served_document_is_the_document_of_the_auth_mode(
+    client: Client, aiohttp_client: MakeClient
+) -> None:
+    """Without authentication (the default here) nothing asks for credentials."""
+    served = await (await client.get("/openapi.json")).json()
+    assert served == document(auth=False)
+    assert served["security"] == []
+    assert "securitySchemes" not in served["components"]
+    responses = [op["responses"] for item in served["paths"].values() for op in _ops(item)]
+    assert not [r for r in responses if "401" in r or "403" in r]
+
+    keyed = make_deps(auth_mode="keys")
+    keyed_client = await aiohttp_client(create_app(keyed.settings, deps=keyed, housekeeping=False))
+    served = await (await keyed_client.get("/openapi.json")).json()
+    assert served == document(auth=True)
+    assert served["security"] == [{"bearer": []}]
+    dlq = served["paths"]["/v1/admin/dlq"]["get"]["responses"]
+    assert {"400", "401", "403"} <= set(dlq)
+    assert "no_dead_letter_queue" in dlq["400"]["description"]
+
+
+def _ops(item: dict[str, Any]) -> list[dict[str, Any]]:
+    return [op for method, op in item.items() if method in METHODS]
 
 
 async def test_responses_have_the_documented_shapes(client: Client, deps: Deps) -> None:
@@ -117,7 +139,7 @@ async def test_responses_have_the_documented_shapes(client: Client, deps: Deps) 
         await client.get(f"/v1/documents/{failing['id']}"), 200, "DocumentWithHistory"
     )
     assert failed["error_kind"] == "permanent"
-    assert "retry" in failed["links"]
+    assert "retry" not in failed["links"]  # the file itself is broken: no retry offered
     page = await check(await client.get("/v1/collections/c/documents?limit=1"), 200, "DocumentPage")
     assert page["links"]["next"]
     await check(await client.get("/v1/admin/failed"), 200, "DocumentPage")

@@ -14,7 +14,7 @@ from sheaf.errors import StoreUnavailable, TransientError
 from sheaf.services.deps import Deps
 from sheaf.services.ingest import accept_upload
 from sheaf.services.processing import process_document
-from tests.samples import make_pdf
+from tests.samples import encrypt_pdf, make_pdf
 from tests.unit.conftest import make_deps
 from worker.runner import Worker
 
@@ -216,6 +216,16 @@ async def test_a_file_with_no_text_fails_permanently(deps: Deps) -> None:
     await process_document(deps, await claim(deps))
     failed = await doc(deps, created.id)
     assert (failed.status, failed.error_code, failed.attempts) == (Status.FAILED, "no_text", 1)
+
+
+async def test_a_failed_document_names_the_stage_it_failed_in(deps: Deps) -> None:
+    """It fails at once, before any heartbeat could report the stage: still not `queued`."""
+    created = await put(deps, encrypt_pdf(make_pdf(["Secret."]), "pw"))
+    await process_document(deps, await claim(deps))
+    failed = await doc(deps, created.id)
+    assert (failed.status, failed.error_code) == (Status.FAILED, "encrypted")
+    assert failed.current_stage == "extract"
+    assert [a.stage for a in failed.history] == ["extract"]
 
 
 async def test_worker_claims_no_more_than_its_free_slots() -> None:

@@ -80,7 +80,7 @@ async function showFailed(section, ctx) {
       h("th", { scope: "row" }, h("a", { href: `#/documents/${encodeURIComponent(doc.id)}` }, doc.filename)),
       h("td", {}, doc.collection),
       h("td", {}, explain(doc).headline),
-      h("td", {}, h("button", { type: "button", onclick: () => retry(doc, section, ctx) }, "Retry", h("span", { class: "visually-hidden" }, ` ${doc.filename}`))),
+      h("td", {}, doc.links.retry ? h("button", { type: "button", onclick: () => retry(doc, section, ctx) }, "Retry", h("span", { class: "visually-hidden" }, ` ${doc.filename}`)) : "Upload a fixed file"),
     ),
   );
   fill(

@@ -74,7 +74,10 @@ export const paths = {
   search: (collection, q, k) => withQuery(`/v1/collections/${enc(collection)}/search`, { q, k }),
   document: (id) => `/v1/documents/${enc(id)}`,
   retry: (id) => `/v1/documents/${enc(id)}/retry`,
+  chunks: (id, query = {}) => withQuery(`/v1/documents/${enc(id)}/chunks`, query),
+  content: (id) => `/v1/documents/${enc(id)}/content`,
   stats: () => "/v1/stats",
+  dashboard: (window) => withQuery("/v1/admin/dashboard", { window }),
   failed: (query = {}) => withQuery("/v1/admin/failed", query),
   dlq: (query = {}) => withQuery("/v1/admin/dlq", query),
   dlqResubmit: () => "/v1/admin/dlq/resubmit",
@@ -95,4 +98,26 @@ export function uploadFile(collection, file, signal) {
   const form = new FormData();
   form.append("file", file, file.name);
   return api(paths.documents(collection), { method: "POST", form, signal });
+}
+
+/**
+ * Save a file the API serves (with the credential, which a plain link could not send):
+ * fetched into memory, then handed to the browser's own download through a blob URL.
+ */
+export async function download(path, filename, signal) {
+  const headers = {};
+  const secret = credential.get();
+  if (secret) headers.Authorization = `Bearer ${secret}`;
+  const response = await fetch(path, { headers, signal, cache: "no-store" });
+  if (!response.ok) {
+    const data = await response.json().catch(() => null);
+    if (response.status === 401) window.dispatchEvent(new CustomEvent(UNAUTHORIZED, { detail: data?.error?.message }));
+    throw new ApiError(response.status, data?.error?.code ?? `http_${response.status}`, data?.error?.message ?? `The server answered ${response.status}.`);
+  }
+  const url = URL.createObjectURL(await response.blob());
+  const link = Object.assign(document.createElement("a"), { href: url, download: filename });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }

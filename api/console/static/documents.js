@@ -1,8 +1,8 @@
-// Documents: the collections in use, one collection's documents filtered by status, and
-// one document's detail (pages, chunks, attempts with per-stage timings) with retry and
-// delete.
+// Documents: the collections in use, one collection's documents filtered by status (retry
+// or delete the selected ones), and one document's detail (facts, attempts with per-stage
+// timings, its chunks with their pages, the original file) with retry and delete.
 
-import { api, paths } from "./api.js";
+import { api, download, paths } from "./api.js";
 import { collectionField, loadCollections, rememberCollection } from "./collections.js";
 import { append, fill, formatBytes, formatSeconds, formatTime, h, plural, statusBadge } from "./dom.js";
 import { failureBlock } from "./plain.js";
@@ -11,6 +11,7 @@ const STATUSES = ["queued", "processing", "completed", "failed"];
 const STAGE_ORDER = ["download", "extract", "chunk", "embed", "index", "total"];
 const LIVE = new Set(["queued", "processing"]);
 const POLL_MS = 1000;
+const CHUNKS_PER_PAGE = 20;
 
 // -- the list --------------------------------------------------------------------------
 
@@ -78,12 +79,14 @@ async function listDocuments(section, collection, status, ctx, cursor = null, tb
   if (!tbody) {
     tbody = h("tbody");
     const what = status ? `${status} documents` : "Documents";
+    const all = h("input", { type: "checkbox", id: "select-all", "aria-label": "Select every document shown", onchange: () => selectAll(tbody, all.checked) });
+    const head = h("tr", {}, h("th", { scope: "col" }, all), ["File", "Status", "Error", "Pages", "Chunks", "Attempts", "Size", "Uploaded"].map((t) => h("th", { scope: "col" }, t)));
     fill(
       section,
       h("h2", { id: "results-title" }, `${what} in ${collection}`),
       page.documents.length === 0
         ? h("p", {}, "None.")
-        : h("table", { class: "data" }, h("thead", {}, h("tr", {}, ["File", "Status", "Pages", "Chunks", "Attempts", "Size", "Uploaded"].map((t) => h("th", { scope: "col" }, t)))), tbody),
+        : [bulkActions(tbody, ctx, () => listDocuments(section, collection, status, ctx)), h("div", { class: "scroll", role: "region", "aria-label": "Documents table", tabindex: 0 }, h("table", { class: "data", id: "documents-table" }, h("thead", {}, head), tbody))],
     );
   }
   tbody.append(...page.documents.map(documentRow));
@@ -97,17 +100,84 @@ async function listDocuments(section, collection, status, ctx, cursor = null, tb
 }
 
 function documentRow(doc) {
+  const select = h("input", { type: "checkbox", class: "doc-select", value: doc.id, "aria-label": `Select ${doc.filename}` });
+  select.doc = doc;
   return h(
     "tr",
-    {},
+    { "data-document": doc.id },
+    h("td", {}, select),
     h("th", { scope: "row" }, h("a", { href: `#/documents/${encodeURIComponent(doc.id)}` }, doc.filename)),
     h("td", {}, statusBadge(doc.status, doc.current_stage)),
+    h("td", {}, doc.error_code ? h("code", {}, doc.error_code) : "–"),
     h("td", { class: "number" }, doc.page_count ?? "–"),
     h("td", { class: "number" }, String(doc.chunk_count)),
     h("td", { class: "number" }, `${doc.attempts} of ${doc.max_attempts}`),
     h("td", { class: "number" }, formatBytes(doc.size_bytes)),
     h("td", {}, formatTime(doc.created_at)),
   );
+}
+
+function selectAll(tbody, checked) {
+  for (const box of tbody.querySelectorAll(".doc-select")) box.checked = checked;
+}
+
+function bulkActions(tbody, ctx, reload) {
+  const chosen = () => [...tbody.querySelectorAll(".doc-select:checked")].map((box) => box.doc);
+  const run = async (verb) => {
+    ctx.alert(null);
+    const docs = chosen();
+    if (docs.length === 0) {
+      ctx.alert("Select at least one document first.");
+      return;
+    }
+    if (verb === "delete") {
+      const sure = await ctx.confirm(`${plural(docs.length, "document")} leave search results at once, and their files and chunks are removed soon after. This cannot be undone.`, { title: "Delete the selected documents?", action: "Delete" });
+      if (!sure) return;
+    }
+    const summary = await bulk(verb, docs, ctx);
+    await reload(); // the list afresh: statuses changed, and so did the counts
+    const overview = document.querySelector("section[aria-labelledby=collections-title]");
+    if (overview) await collectionsOverview(overview, ctx);
+    ctx.notify(summary);
+  };
+  return h(
+    "div",
+    { class: "actions", id: "bulk-actions" },
+    h("button", { type: "button", onclick: () => run("retry") }, "Retry selected"),
+    h("button", { type: "button", class: "danger", onclick: () => run("delete") }, "Delete selected…"),
+  );
+}
+
+/** Retry or delete each document; retry only those where it can succeed. A summary. */
+async function bulk(verb, docs, ctx) {
+  const done = [];
+  const skipped = [];
+  const failed = [];
+  let unfailed = 0;
+  for (const doc of docs) {
+    if (verb === "retry" && doc.status !== "failed") {
+      unfailed += 1;
+      continue;
+    }
+    if (verb === "retry" && !doc.links.retry) {
+      skipped.push(doc.filename);
+      continue;
+    }
+    const [path, method] = verb === "retry" ? [paths.retry(doc.id), "POST"] : [paths.document(doc.id), "DELETE"];
+    try {
+      await api(path, { method, signal: ctx.signal });
+      done.push(doc.filename);
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      failed.push(`${doc.filename} (${error.message})`);
+    }
+  }
+  const what = verb === "retry" ? "queued again" : "deleted";
+  const parts = [`${plural(done.length, "document")} ${what}`];
+  if (unfailed) parts.push(`${plural(unfailed, "document")} not failed, left as ${unfailed === 1 ? "it is" : "they are"}`);
+  if (skipped.length) parts.push(`not retried, since retrying cannot help: ${skipped.join(", ")}`);
+  if (failed.length) parts.push(`refused: ${failed.join(", ")}`);
+  return `${parts.join("; ")}.`;
 }
 
 // -- one document ----------------------------------------------------------------------
@@ -141,9 +211,11 @@ function detail(doc, ctx, reload) {
   return [
     h("p", {}, h("a", { href: `#/documents?collection=${encodeURIComponent(doc.collection)}` }, `All documents in ${doc.collection}`)),
     doc.status === "failed" ? failureBlock(doc) : null,
+    doc.status === "failed" && !doc.links.retry ? h("p", { class: "hint", id: "no-retry" }, "Retrying would fail the same way: the file itself is the problem.") : null,
     actions(doc, ctx, reload),
     facts(doc),
-    attempts(doc.history ?? []),
+    attempts(doc),
+    doc.status === "completed" && doc.chunk_count > 0 ? chunkList(doc, ctx) : null,
   ];
 }
 
@@ -153,9 +225,19 @@ function actions(doc, ctx, reload) {
     buttons.push(h("button", { type: "button", onclick: () => act(ctx, reload, paths.retry(doc.id), "POST", `${doc.filename} is queued again.`) }, "Retry"));
   }
   if (doc.status !== "deleted") {
+    buttons.push(h("button", { type: "button", class: "secondary", onclick: () => save(doc, ctx) }, "Download the original"));
     buttons.push(h("button", { type: "button", class: "danger", onclick: () => remove(doc, ctx, reload) }, "Delete"));
   }
   return buttons.length ? h("div", { class: "actions" }, buttons) : null;
+}
+
+async function save(doc, ctx) {
+  try {
+    await download(paths.content(doc.id), doc.filename, ctx.signal);
+    ctx.notify(`${doc.filename} is downloading.`);
+  } catch (error) {
+    if (error.name !== "AbortError") ctx.alert(`Could not download ${doc.filename}: ${error.message}`);
+  }
 }
 
 async function remove(doc, ctx, reload) {
@@ -200,7 +282,8 @@ function facts(doc) {
   );
 }
 
-function attempts(history) {
+function attempts(doc) {
+  const history = doc.history ?? [];
   const section = h("section", { "aria-labelledby": "attempts-title" }, h("h2", { id: "attempts-title" }, "Attempts and timings per stage"));
   if (history.length === 0) return append(section, h("p", {}, "No attempt yet."));
   const stages = stageColumns(history);
@@ -214,10 +297,64 @@ function attempts(history) {
       h("td", {}, a.worker),
       h("td", {}, formatTime(a.started_at)),
       stages.map((s) => h("td", { class: "number" }, formatSeconds(a.stage_seconds?.[s]))),
-      h("td", {}, a.error ? `${a.error}${a.error_code ? ` (${a.error_code})` : ""}` : "–"),
+      h("td", {}, attemptError(a, doc)),
     ),
   );
   return append(section, h("div", { class: "scroll", role: "region", "aria-label": "Attempts table (scrolls sideways)", tabindex: 0 }, h("table", { class: "data" }, h("thead", {}, h("tr", {}, head.map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows))));
+}
+
+/** The error of an attempt; the one already shown above the facts is not repeated. */
+function attemptError(attempt, doc) {
+  if (!attempt.error) return attempt.error_code ?? "–";
+  const shownAbove = doc.status === "failed" && attempt.error === doc.last_error && attempt.error_code === doc.error_code;
+  if (shownAbove) return [h("code", {}, attempt.error_code ?? "error"), " (described above)"];
+  return `${attempt.error}${attempt.error_code ? ` (${attempt.error_code})` : ""}`;
+}
+
+// -- the chunks: the document's text as indexed, with its pages ------------------------
+
+function chunkList(doc, ctx) {
+  const list = h("ol", { class: "chunks", id: "chunks" });
+  const section = h(
+    "section",
+    { "aria-labelledby": "chunks-title" },
+    h("h2", { id: "chunks-title" }, "Text and chunks"),
+    h("p", { class: "hint" }, `The text Sheaf extracted, as it is indexed for search: ${plural(doc.chunk_count, "chunk")}, each with its pages. Neighbouring chunks share a few words of overlap.`),
+    list,
+  );
+  moreChunks(doc, list, section, ctx, 0);
+  return section;
+}
+
+async function moreChunks(doc, list, section, ctx, offset) {
+  let page;
+  try {
+    page = await api(paths.chunks(doc.id, { offset, limit: CHUNKS_PER_PAGE }), { signal: ctx.signal });
+  } catch (error) {
+    if (error.name !== "AbortError") append(section, h("p", {}, `Could not load the chunks: ${error.message}`));
+    return;
+  }
+  list.append(
+    ...page.chunks.map((c) =>
+      h(
+        "li",
+        { class: "hit chunk" },
+        h("h3", {}, `Chunk ${c.ordinal + 1}`, h("span", { class: "hit-pages" }, ` · ${pages(c)}`)),
+        h("p", { class: "hit-text" }, c.text),
+      ),
+    ),
+  );
+  section.querySelector(".more")?.remove();
+  const next = offset + page.chunks.length;
+  if (next < page.total) {
+    const more = h("button", { type: "button", class: "secondary more" }, `Show more chunks (${next} of ${page.total} shown)`);
+    more.addEventListener("click", () => moreChunks(doc, list, section, ctx, next));
+    section.append(more);
+  }
+}
+
+function pages(chunk) {
+  return chunk.page_start === chunk.page_end ? `page ${chunk.page_start}` : `pages ${chunk.page_start}–${chunk.page_end}`;
 }
 
 function stageColumns(history) {

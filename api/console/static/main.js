@@ -8,6 +8,7 @@
 import { api, credential, paths, UNAUTHORIZED } from "./api.js";
 import { fill, h } from "./dom.js";
 import * as admin from "./admin.js";
+import * as dashboard from "./dashboard.js";
 import * as documents from "./documents.js";
 import * as search from "./search.js";
 import * as signIn from "./signin.js";
@@ -18,6 +19,7 @@ const ROUTES = [
   [/^\/documents$/, documents.renderList, "Documents"],
   [/^\/documents\/([^/]+)$/, documents.renderDetail, "Document"],
   [/^\/search$/, search.render, "Search"],
+  [/^\/dashboard$/, dashboard.render, "Dashboard"],
   [/^\/admin$/, admin.render, "Admin"],
   [/^\/sign-in$/, signIn.render, "Sign in"],
 ];

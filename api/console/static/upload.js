@@ -242,7 +242,7 @@ function action(item) {
   const doc = item.doc;
   if (!doc) return null;
   const link = h("a", { href: `#/documents/${encodeURIComponent(doc.id)}` }, "Details", h("span", { class: "visually-hidden" }, ` of ${item.name}`));
-  if (doc.status !== "failed") return link;
+  if (doc.status !== "failed" || !doc.links.retry) return link; // retrying cannot help
   const button = h("button", { type: "button", onclick: () => retry(item) }, "Retry", h("span", { class: "visually-hidden" }, ` ${item.name}`));
   return [button, " ", link];
 }

@@ -157,6 +157,8 @@ attempts = Table(
     Column("error", Text),
     Column("stage_seconds", Text),  # JSON object {stage: seconds}
     Index("ix_attempts_document", "document_id", "id"),
+    # The dashboard's window: attempts that ended in the last minutes (migration 0010).
+    Index("ix_attempts_ended_at", "ended_at"),
 )
 
 chunks = Table(

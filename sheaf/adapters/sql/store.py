@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
@@ -49,6 +49,7 @@ from sheaf.adapters.sql.vectors import VectorCache, best_of
 from sheaf.domain.chunking import content_hash
 from sheaf.domain.models import (
     AcquireResult,
+    Activity,
     Attempt,
     AttemptOutcome,
     Chunk,
@@ -57,8 +58,10 @@ from sheaf.domain.models import (
     Dispatch,
     Document,
     EmbeddedChunk,
+    EndedAttempt,
     ErrorInfo,
     ErrorKind,
+    InFlight,
     Lease,
     NewDocument,
     ReleaseOutcome,
@@ -362,6 +365,22 @@ class SqlDocumentStore(ABC):
         return Stats(counts=counts, oldest_ready_age_seconds=age, leases_held=held)
 
     @shielded
+    async def activity(self, window_seconds: float, limit: int) -> Activity:
+        """Two indexed reads in one transaction: attempts ended in the window
+        (`ix_attempts_ended_at`), and the processing rows with their running attempt."""
+        async with self._read() as conn:
+            now = await self._now(conn)
+            since = now - timedelta(seconds=window_seconds)
+            ended = (await conn.execute(_ended_query(since, limit + 1))).all()
+            running = (await conn.execute(_in_flight_query(limit))).all()
+        return Activity(
+            now=now,
+            ended=tuple(_ended(row) for row in ended[:limit]),
+            in_flight=tuple(_in_flight(row) for row in running),
+            complete=len(ended) <= limit,
+        )
+
+    @shielded
     async def pending_cleanups(self, limit: int) -> list[Cleanup]:
         d = documents.c
         query = (
@@ -636,6 +655,57 @@ def _attempt(row: RowMapping) -> Attempt:
         error=row["error"],
         stage=row["stage"],
         stage_seconds=json.loads(seconds) if seconds else {},
+    )
+
+
+def _ended_query(since: datetime, limit: int) -> Select[Any]:
+    a, d = attempts.c, documents.c
+    return (
+        select(a.document_id, a.number, d.max_attempts, a.worker_id, a.started_at, a.ended_at)
+        .add_columns(a.outcome, a.error_code, a.stage_seconds)
+        .select_from(attempts.join(documents, d.id == a.document_id))
+        .where(a.ended_at >= since)
+        .order_by(a.ended_at.desc(), a.id.desc())
+        .limit(limit)
+    )
+
+
+def _in_flight_query(limit: int) -> Select[Any]:
+    a, d = attempts.c, documents.c
+    return (
+        select(d.id, d.collection, d.filename, d.lease_owner, d.current_stage, a.started_at)
+        .add_columns(d.updated_at, d.lease_expires_at)
+        .select_from(documents.join(attempts, a.lease_token == d.lease_token))
+        .where(d.status == Status.PROCESSING)
+        .order_by(a.started_at, d.id)
+        .limit(limit)
+    )
+
+
+def _ended(row: Any) -> EndedAttempt:
+    return EndedAttempt(
+        document_id=row.document_id,
+        number=row.number,
+        max_attempts=row.max_attempts,
+        worker_id=row.worker_id,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        outcome=AttemptOutcome(row.outcome),
+        error_code=row.error_code,
+        stage_seconds=json.loads(row.stage_seconds) if row.stage_seconds else {},
+    )
+
+
+def _in_flight(row: Any) -> InFlight:
+    return InFlight(
+        document_id=row.id,
+        collection=row.collection,
+        filename=row.filename,
+        worker_id=row.lease_owner,
+        stage=row.current_stage,
+        started_at=row.started_at,
+        heartbeat_at=row.updated_at,
+        lease_expires_at=row.lease_expires_at,
     )
 
 
