@@ -731,6 +731,7 @@ class MssqlDocumentStore(SqlDocumentStore):
     search = _retried(SqlDocumentStore.search, idempotent=True)
     keyword_search = _retried(SqlDocumentStore.keyword_search, idempotent=True)
     collection_exists = _retried(SqlDocumentStore.collection_exists, idempotent=True)
+    activity = _retried(SqlDocumentStore.activity, idempotent=True)
     ping = _retried(SqlDocumentStore.ping, idempotent=True)
 
 
