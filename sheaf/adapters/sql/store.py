@@ -481,9 +481,9 @@ class SqlDocumentStore(ABC):
     @shielded
     async def collection_exists(self, collection: str) -> bool:
         d = documents.c
-        query = select(d.id).where(d.collection == collection, d.status != Status.DELETED)
+        query = select(d.id).where(d.collection == collection).limit(1)
         async with self._read() as conn:
-            return (await conn.execute(query.limit(1))).first() is not None
+            return (await conn.execute(query)).first() is not None
 
     async def watch_queue(self, arrived: asyncio.Event, stop: asyncio.Event) -> None:
         """No wake-ups here: PostgreSQL and SQLite override this; SQL Server workers poll, or
