@@ -234,7 +234,7 @@ async def _measure(
         matrix = np.concatenate([matrix, added])
         texts += written
         if database == "postgres":  # as autovacuum would, so the planner sees the data
-            async with cached.engine.connect() as conn:
+            async with cached.engine.begin() as conn:  # committed: a rolled-back ANALYZE is lost
                 await conn.exec_driver_sql("ANALYZE documents")
                 await conn.exec_driver_sql("ANALYZE chunks")
         vectors = [_unit(rng.standard_normal(DIMENSIONS)) for _ in range(queries + 2)]
