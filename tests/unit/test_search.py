@@ -221,6 +221,8 @@ async def test_the_api_reports_mode_rankings_and_missing_collections(
     for name, value, code in [
         ("mode", "fuzzy", "bad_mode"),
         ("uploaded_to", "yesterday", "bad_parameter"),
+        ("filename", "a\x00b", "bad_parameter"),  # PostgreSQL refuses NUL in text
+        ("document_id", "\x00", "bad_parameter"),
     ]:
         response = await client.get("/v1/collections/c/search", params={"q": "x", name: value})
         assert (response.status, (await response.json())["error"]["code"]) == (400, code)
