@@ -771,14 +771,6 @@ async def _allowed_documents(
     return set((await conn.execute(query)).scalars())
 
 
-def live_chunks_allowed(collection: str, filters: SearchFilter | None) -> Select[tuple[int]]:
-    """Ids of the collection's live chunks that `filters` allows (for keyword rankings)."""
-    c = chunk_table.c
-    query = select(c.id).select_from(_live_chunks()).where(c.collection == collection)
-    allowed = filter_clause(filters)
-    return query if allowed is None else query.where(allowed)
-
-
 async def _scan(
     conn: AsyncConnection,
     key: tuple[str, str, int],
