@@ -239,8 +239,10 @@ async def search(request: web.Request) -> web.Response:
     query = request.query.get("q", "")
     mode = _mode(request.query.get("mode"))
     filters = SearchFilter(
-        document_ids=tuple(request.query.getall("document_id", [])),
-        filename=request.query.get("filename") or None,
+        document_ids=tuple(
+            _no_nul(v, "document_id") for v in request.query.getall("document_id", [])
+        ),
+        filename=_no_nul(request.query.get("filename", ""), "filename") or None,
         uploaded_from=_time(request, "uploaded_from"),
         uploaded_to=_time(request, "uploaded_to"),
     )
@@ -254,6 +256,13 @@ async def search(request: web.Request) -> web.Response:
             "results": [views.hit(h) for h in hits],
         }
     )
+
+
+def _no_nul(raw: str, name: str) -> str:
+    """A text filter as given; a NUL character (which PostgreSQL refuses) is a 400."""
+    if "\x00" in raw:
+        raise ClientError(f"{name} must not contain a NUL character", code="bad_parameter")
+    return raw
 
 
 def _mode(raw: str | None) -> SearchMode:

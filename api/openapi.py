@@ -463,8 +463,8 @@ PATHS: dict[str, Schema] = {
         "get": _operation(
             "The chunks that best match a query, from completed documents: keyword (BM25) "
             "and vector (cosine) rankings fused by reciprocal rank (`hybrid`, the default), "
-            "or one of them. `score` is the fused score, BM25 or cosine. A collection that "
-            "holds no documents answers 404 (`collection_not_found`). Needs `read`.",
+            "or one of them. `score` is the fused score, BM25 or cosine. A collection that no "
+            "document was ever uploaded into answers 404 (`collection_not_found`). Needs `read`.",
             _responses({"200": _json("SearchResults", "Best first.")}),
             operationId="search",
             parameters=[

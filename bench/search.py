@@ -4,7 +4,13 @@ Chunks are written straight into a freshly migrated Sheaf database (completed do
 100 chunks each, 1,000-character texts, random unit vectors of 1,024 float32 dimensions,
 as `text-embedding-3-large` at 1,024 or the lexical embedder produce), then queried with
 random unit vectors through the store's `search` — the exact cosine the API's search
-endpoint runs, without the embedding of the query text. The collection grows from the
+endpoint runs, without the embedding of the query text. The texts are words drawn from a
+Zipf distribution (s = 1.1) over 43 English stop words and 30,000 made-up words, so the
+keyword index (migration 0008) sees common and rare words as in real text; keyword
+queries are a stop word and two other words of a random chunk, and are also measured
+through the store's `keyword_search` (BM25) and through the search service in its
+default hybrid mode (both rankings, 50 deep, fused; the query vector is given, so the
+embedding of the query text is again left out). The collection grows from the
 first size to the second in place; on PostgreSQL the tables are analysed after seeding,
 as autovacuum would do, so the planner knows their size.
 
@@ -41,7 +47,11 @@ from sheaf.adapters.sql import open_store
 from sheaf.adapters.sql.migrate import upgrade
 from sheaf.adapters.sql.schema import chunks, documents
 from sheaf.adapters.sql.store import DEFAULT_SEARCH_CACHE_BYTES, SqlDocumentStore, scan_statement
+from sheaf.config import Settings
 from sheaf.domain.chunking import content_hash
+from sheaf.services.deps import Deps
+from sheaf.services.search import search as service_search
+from sheaf.testing import InMemoryBlobStore, RecordingMessageBus
 
 NAME = "search"
 TITLE = "5. Search: exact top-k latency in one collection"
@@ -52,7 +62,53 @@ CHUNKS_PER_DOCUMENT = 100
 TEXT_CHARS = 1000
 K = 5
 DOCUMENTS_PER_TRANSACTION = 10
-_FILLER = "lorem ipsum dolor sit amet " * (TEXT_CHARS // 27 + 1)
+STOP_WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "a",
+    "in",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "was",
+    "with",
+    "be",
+    "by",
+    "on",
+    "not",
+    "he",
+    "this",
+    "are",
+    "or",
+    "his",
+    "from",
+    "at",
+    "which",
+    "but",
+    "have",
+    "an",
+    "they",
+    "you",
+    "were",
+    "her",
+    "she",
+    "there",
+    "been",
+    "one",
+    "all",
+    "we",
+    "their",
+    "has",
+    "would",
+    "when",
+    "if",
+]
+MADE_UP_WORDS = 30_000
+ZIPF_S = 1.1
 ACCEPTABLE_SECONDS = 0.2  # p99 an interactive search (or a RAG retrieval step) can afford
 
 
@@ -68,7 +124,7 @@ FULL = Plan(sizes=((10_000, 100), (100_000, 30)))
 @dataclass
 class Measured:
     database: str
-    mode: str  # cached | streamed
+    mode: str  # vector cached | vector streamed | keyword | hybrid
     chunks: int
     seconds: list[float]
     reference: list[float]
@@ -96,6 +152,38 @@ async def run(ctx: Context) -> None:
             results += await _measure(ctx, database, cached, streamed, plan)
             await _explain_scan(ctx, database, streamed)
     _report(ctx, results)
+
+
+def _vocabulary() -> tuple[list[str], npt.NDArray[np.float64]]:
+    """Words by rank and their Zipf probabilities; stop words are the most frequent."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    made_up = []
+    for n in range(MADE_UP_WORDS):
+        word = ""
+        n += 26 * 27  # at least three letters
+        while n:
+            n, digit = divmod(n, 26)
+            word += letters[digit]
+        made_up.append(word)
+    words = STOP_WORDS + made_up
+    weights = 1.0 / np.arange(1, len(words) + 1) ** ZIPF_S
+    return words, weights / weights.sum()
+
+
+class _GivenVector:
+    """An embedder that answers with the next prepared query vector (no model runs)."""
+
+    model = MODEL
+    dimensions = DIMENSIONS
+
+    def __init__(self) -> None:
+        self.vector: list[float] = []
+
+    async def embed(self, texts: Any) -> list[tuple[float, ...]]:
+        return [tuple(self.vector) for _ in texts]
+
+    async def close(self) -> None:
+        return None
 
 
 @contextlib.asynccontextmanager
@@ -127,15 +215,26 @@ async def _measure(
 ) -> list[Measured]:
     rng = np.random.default_rng(7)
     matrix = np.empty((0, DIMENSIONS), dtype=np.float32)
+    texts: list[str] = []
     results = []
+    embedder = _GivenVector()
+    deps = Deps(
+        settings=Settings.from_env({}),
+        store=cached,
+        blobs=InMemoryBlobStore(),
+        bus=RecordingMessageBus(),
+        extractor=None,  # type: ignore[arg-type]  # search extracts nothing
+        embedder=embedder,
+    )
     for size, queries in plan.sizes:
         ctx.progress(f"{database}: seeding to {size:,} chunks")
         clock = Stopwatch()
-        added = await _seed(cached, rng, size - len(matrix))
+        added, written = await _seed(cached, rng, size - len(matrix))
         seed_seconds = clock.seconds
         matrix = np.concatenate([matrix, added])
+        texts += written
         if database == "postgres":  # as autovacuum would, so the planner sees the data
-            async with cached.engine.connect() as conn:
+            async with cached.engine.begin() as conn:  # committed: a rolled-back ANALYZE is lost
                 await conn.exec_driver_sql("ANALYZE documents")
                 await conn.exec_driver_sql("ANALYZE chunks")
         vectors = [_unit(rng.standard_normal(DIMENSIONS)) for _ in range(queries + 2)]
@@ -153,8 +252,32 @@ async def _measure(
                     hits = await store.search(COLLECTION, vector.tolist(), MODEL, K)
                     seconds.append(clock.seconds)
                     assert len(hits) == K
-            results.append(Measured(database, mode, size, seconds, reference, seed_seconds, fill))
+            results.append(
+                Measured(database, f"vector {mode}", size, seconds, reference, seed_seconds, fill)
+            )
+        phrases = [_keyword_query(rng, texts) for _ in range(queries + 1)]
+        for mode in ("keyword", "hybrid"):
+            ctx.progress(f"{database}, {mode}: {queries} queries at {size:,} chunks")
+            seconds = []
+            for n, phrase in enumerate(phrases):
+                embedder.vector = vectors[n].tolist()
+                clock = Stopwatch()
+                if mode == "keyword":
+                    hits = await cached.keyword_search(COLLECTION, phrase, K)
+                else:
+                    hits = await service_search(deps, COLLECTION, phrase, K)
+                if n:  # the first query warms up
+                    seconds.append(clock.seconds)
+                assert len(hits) == K, (phrase, len(hits))
+            results.append(Measured(database, mode, size, seconds, [], seed_seconds, None))
     return results
+
+
+def _keyword_query(rng: np.random.Generator, texts: list[str]) -> str:
+    """A stop word and two other words of one random chunk, as a person might type."""
+    words = [w for w in texts[int(rng.integers(len(texts)))].split() if w not in STOP_WORDS]
+    picked = rng.choice(len(words), size=2, replace=False)
+    return " ".join([str(rng.choice(STOP_WORDS)), *(words[int(i)] for i in picked)])
 
 
 async def _explain_scan(ctx: Context, database: str, store: SqlDocumentStore) -> None:
@@ -168,16 +291,23 @@ async def _explain_scan(ctx: Context, database: str, store: SqlDocumentStore) ->
     print(f"Plan of the streamed scan on {database}:\n\n```\n{plan}\n```\n")
 
 
+_VOCABULARY = _vocabulary()
+
+
 def _unit(vector: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return vector / np.linalg.norm(vector)
 
 
 async def _seed(
     store: SqlDocumentStore, rng: np.random.Generator, count: int
-) -> npt.NDArray[np.float32]:
-    """`count` more live chunks in the collection, as completed documents; their vectors."""
+) -> tuple[npt.NDArray[np.float32], list[str]]:
+    """`count` more live chunks in the collection, as completed documents; their vectors
+    and texts."""
     vectors = rng.standard_normal((count, DIMENSIONS)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    words, probabilities = _VOCABULARY
+    drawn = rng.choice(len(words), size=(count, TEXT_CHARS // 4), p=probabilities)
+    texts = [" ".join(words[i] for i in row)[:TEXT_CHARS].rsplit(" ", 1)[0] for row in drawn]
     per_transaction = CHUNKS_PER_DOCUMENT * DOCUMENTS_PER_TRANSACTION
     for start in range(0, count, per_transaction):
         document_rows, chunk_rows = [], []
@@ -185,11 +315,13 @@ async def _seed(
             document_id, token = str(uuid.uuid4()), str(uuid.uuid4())
             document_rows.append(_document_row(document_id, token))
             block = vectors[offset : offset + CHUNKS_PER_DOCUMENT]
-            chunk_rows += [_chunk_row(document_id, token, n, v) for n, v in enumerate(block)]
+            chunk_rows += [
+                _chunk_row(document_id, token, n, v, texts[offset + n]) for n, v in enumerate(block)
+            ]
         async with store.engine.begin() as conn:
             await conn.execute(insert(documents), document_rows)
             await conn.execute(insert(chunks), chunk_rows)
-    return vectors
+    return vectors, texts
 
 
 def _document_row(document_id: str, token: str) -> dict[str, Any]:
@@ -217,9 +349,8 @@ def _document_row(document_id: str, token: str) -> dict[str, Any]:
 
 
 def _chunk_row(
-    document_id: str, token: str, ordinal: int, vector: npt.NDArray[np.float32]
+    document_id: str, token: str, ordinal: int, vector: npt.NDArray[np.float32], text: str
 ) -> dict[str, Any]:
-    text = f"{document_id} {ordinal} {_FILLER}"[:TEXT_CHARS]
     return {
         "document_id": document_id,
         "collection": COLLECTION,
@@ -249,7 +380,7 @@ def _report(ctx: Context, results: list[Measured]) -> None:
     rows = []
     for m in results:
         p50 = percentile(m.seconds, 50)
-        reference = percentile(m.reference, 50)
+        reference = percentile(m.reference, 50) if m.reference else None
         rows.append(
             [
                 m.database,
@@ -258,17 +389,17 @@ def _report(ctx: Context, results: list[Measured]) -> None:
                 len(m.seconds),
                 1000 * p50,
                 1000 * percentile(m.seconds, 99),
-                1000 * reference,
-                p50 / reference,
+                "—" if reference is None else 1000 * reference,
+                "—" if reference is None else p50 / reference,
                 "—" if m.fill_seconds is None else 1000 * m.fill_seconds,
                 m.seed_seconds,
             ]
         )
     ctx.table(
-        f"exact top-{K} search through the store",
+        f"top-{K} search through the store (vector, keyword) and the search service (hybrid)",
         [
             "database",
-            "vectors",
+            "ranking",
             "chunks",
             "queries",
             "p50 ms",
@@ -281,7 +412,7 @@ def _report(ctx: Context, results: list[Measured]) -> None:
         rows,
     )
     for database in sorted({m.database for m in results}):
-        for mode in ("cached", "streamed"):
+        for mode in ("vector cached", "vector streamed", "keyword", "hybrid"):
             sized = sorted(
                 (m for m in results if (m.database, m.mode) == (database, mode)),
                 key=lambda m: m.chunks,

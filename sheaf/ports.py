@@ -180,7 +180,8 @@ class KeywordIndex(Protocol):
         ...
 
     async def collection_exists(self, collection: str) -> bool:
-        """Whether the collection holds any document that is not deleted."""
+        """Whether any document was ever uploaded into the collection (tombstones count:
+        the collection of a deleted document still exists, and is empty)."""
         ...
 
 

@@ -481,10 +481,7 @@ class InMemoryDocumentStore:
 
     async def collection_exists(self, collection: str) -> bool:
         async with self._lock:
-            return any(
-                r.collection == collection and r.status != Status.DELETED
-                for r in self._rows.values()
-            )
+            return any(r.collection == collection for r in self._rows.values())
 
     async def watch_queue(self, arrived: asyncio.Event, stop: asyncio.Event) -> None:
         """No notifications: workers on the fake poll."""

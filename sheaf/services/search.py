@@ -55,8 +55,8 @@ async def search(
         hits = fuse({VECTOR: vector, KEYWORD: keyword}, k)  # equal scores: vector's order
     if not hits and not await deps.store.collection_exists(collection):
         raise CollectionNotFound(
-            f"collection {collection!r} does not exist (it holds no documents); check the "
-            "name, or upload documents into it first"
+            f"collection {collection!r} does not exist (no document was ever uploaded into "
+            "it); check the name, or upload documents into it first"
         )
     return hits
 

@@ -111,3 +111,22 @@ async def test_sqlite_fts_index_holds_exactly_the_chunks(
     finally:
         engine.dispose()
     assert counts == [3, 3, 3]
+
+
+async def test_sqlite_leaves_words_in_half_the_chunks_out_of_the_match(
+    sqlite_template: Path, tmp_path: Path, new_document: NewDocumentFactory
+) -> None:
+    """FTS5 scores such words 1e-6: they only made every chunk a match (`_informative`)."""
+    path = tmp_path / "sheaf.db"
+    shutil.copyfile(sqlite_template, path)
+    store = await open_store(f"sqlite+aiosqlite:///{path}")
+    try:
+        document, _ = await store.create_document(new_document())
+        body = ("the budget", "the harbour crane", "the minutes", "the weather", "a harbour")
+        await completed(store, document, *texts(*body))
+        hits = await store.keyword_search("docs", "the harbour", 10)
+        assert [h.text for h in hits] == ["a harbour", "the harbour crane"]
+        assert len(await store.keyword_search("docs", "the", 10)) == 4  # alone, still found
+        assert len(await store.keyword_search("docs", "the zebra", 10)) == 0
+    finally:
+        await store.close()

@@ -880,15 +880,17 @@ async def test_search_filters_by_document_filename_and_upload_time(
     assert await both(combined) == {second.id}
 
 
-async def test_collection_exists_while_it_holds_a_live_document(
+async def test_a_collection_exists_once_a_document_was_uploaded_into_it(
     store: DocumentStore, make_document: MakeDocument
 ) -> None:
     assert not await store.collection_exists("docs")
     doc = await make_document()
     assert await store.collection_exists("docs")  # queued is enough
     assert not await store.collection_exists("Docs")
+    assert not await store.collection_exists("doc")
     await store.delete_document(doc.id)
-    assert not await store.collection_exists("docs")
+    await store.purge_document(doc.id)
+    assert await store.collection_exists("docs")  # emptied, not gone
 
 
 # -- listing, stats, cleanup ----------------------------------------------------------------

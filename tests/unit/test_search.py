@@ -180,10 +180,12 @@ async def test_filters_reach_both_rankings(deps: Deps) -> None:
 
 
 async def test_a_missing_collection_is_an_error_not_an_empty_answer(deps: Deps) -> None:
-    await indexed(deps, "c", "a.txt", "harbour crane")
+    doc = await indexed(deps, "c", "a.txt", "harbour crane")
     with pytest.raises(searching.CollectionNotFound, match="'nowhere' does not exist"):
         await searching.search(deps, "nowhere", "crane", 5)
     assert await searching.search(deps, "c", "zebra", 5, SearchMode.KEYWORD) == []
+    await deps.store.delete_document(doc.id)  # emptied, still there
+    assert await searching.search(deps, "c", "crane", 5) == []
     with pytest.raises(ClientError):
         await searching.search(deps, "c", "   ", 5)
 
@@ -219,6 +221,8 @@ async def test_the_api_reports_mode_rankings_and_missing_collections(
     for name, value, code in [
         ("mode", "fuzzy", "bad_mode"),
         ("uploaded_to", "yesterday", "bad_parameter"),
+        ("filename", "a\x00b", "bad_parameter"),  # PostgreSQL refuses NUL in text
+        ("document_id", "\x00", "bad_parameter"),
     ]:
         response = await client.get("/v1/collections/c/search", params={"q": "x", name: value})
         assert (response.status, (await response.json())["error"]["code"]) == (400, code)

@@ -106,38 +106,43 @@ _CLOCK = text("SELECT clock_timestamp() AS now").columns(now=UTCDateTime)
 # BM25 from the tsvector statistics of migration 0008 (`chunks.text_search`, GIN-indexed):
 # the query's lexemes (english configuration, as the column) become an OR tsquery that
 # the GIN index answers; among the collection's live chunks that match, tf is a lexeme's
-# number of positions (unnest(tsvector)), dl a chunk's number of distinct lexemes
-# (length(tsvector)), df the matching chunks that hold the lexeme, N the collection's live
-# chunks (documents.chunk_count) and avgdl the mean dl over the matching chunks (a mean
-# over all chunks would read every chunk of the collection on every search). Statistics
-# come from all live chunks of the collection; `:allowed` (the filters) only chooses among
-# them (see `_keyword_ranking`). Lexemes with a quote or backslash are left out: they
-# cannot be quoted in a tsquery.
+# number of positions, dl a chunk's number of distinct lexemes (length(tsvector)), df the
+# matching chunks that hold the lexeme, N the collection's live chunks
+# (documents.chunk_count) and avgdl the mean dl over the matching chunks (a mean over all
+# chunks would read every chunk of the collection on every search). `found` keeps only
+# the query's lexemes of a chunk (setweight + ts_filter, in C) before unnest turns them
+# into rows; the arithmetic is float8 (numeric's ln is slow). Statistics come from all
+# live chunks of the collection; the filters only choose among them (see
+# `_keyword_ranking`). Lexemes with a quote or backslash are left out: they cannot be
+# quoted in a tsquery.
 _KEYWORD = f"""
 WITH terms AS (
     SELECT DISTINCT t.lexeme
     FROM unnest(to_tsvector('english'::regconfig, :query)) AS t
     WHERE t.lexeme !~ '[''\\\\]'
 ),
-matched AS (
-    SELECT c.id, c.text_search, length(c.text_search) AS dl
+wanted AS (
+    SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery AS query,
+        array_agg(lexeme) AS lexemes
+    FROM terms
+),
+matched AS MATERIALIZED (
+    SELECT c.id, length(c.text_search)::float8 AS dl,
+        ts_filter(setweight(c.text_search, 'A', (SELECT lexemes FROM wanted)), '{{a}}') AS found
     FROM chunks AS c
     JOIN documents AS d
         ON d.id = c.document_id AND d.status = 'completed' AND d.chunks_token = c.lease_token
     WHERE c.collection = :collection
-        AND c.text_search @@ (
-            SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery FROM terms
-        )
+        AND c.text_search @@ (SELECT query FROM wanted)
 ),
-frequencies AS (
-    SELECT m.id, m.dl, t.lexeme, coalesce(array_length(t.positions, 1), 1) AS tf
-    FROM matched AS m CROSS JOIN LATERAL unnest(m.text_search) AS t
-    WHERE t.lexeme IN (SELECT lexeme FROM terms)
+frequencies AS MATERIALIZED (
+    SELECT m.id, m.dl, t.lexeme, coalesce(array_length(t.positions, 1), 1)::float8 AS tf
+    FROM matched AS m CROSS JOIN LATERAL unnest(m.found) AS t
 ),
-holding AS (SELECT lexeme, count(*) AS df FROM frequencies GROUP BY lexeme),
+holding AS (SELECT lexeme, count(*)::float8 AS df FROM frequencies GROUP BY lexeme),
 sizes AS (
     SELECT
-        (SELECT coalesce(sum(chunk_count), 0) FROM documents
+        (SELECT coalesce(sum(chunk_count), 0)::float8 FROM documents
          WHERE collection = :collection AND status = 'completed') AS n,
         (SELECT greatest(avg(dl), 1) FROM matched) AS avgdl
 )

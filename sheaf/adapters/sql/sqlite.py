@@ -141,9 +141,11 @@ class SqliteDocumentStore(SqlDocumentStore):
 
         FTS5 takes its statistics (chunk count, average length, document frequency) over
         the whole FTS table: every collection, and staged or superseded chunks until they
-        go. They change scores slightly, never which chunks are found.
+        go. They change scores slightly, never which chunks are found (but see
+        `_informative`).
         """
         chunk = chunks.c
+        terms = await _informative(conn, terms)
         match = " OR ".join(f'"{term}"' for term in terms)  # \w+ words: no quotes inside
         query = (
             select(chunk.id, (-_BM25).label("score"))
@@ -280,6 +282,30 @@ class SqliteDocumentStore(SqlDocumentStore):
         return [
             Dispatch(r.id, r.collection, r.dispatch_seq + 1, not_before=r.not_before) for r in rows
         ]
+
+
+async def _informative(conn: AsyncConnection, terms: Sequence[str]) -> Sequence[str]:
+    """The terms without those in half the indexed chunks or more, unless all are such.
+
+    FTS5's BM25 gives a term in at least half the rows an inverse document frequency of
+    1e-6 (it clamps the negative value of its formula), so such a term (a stop word: FTS5
+    keeps them) changes no score, yet OR-ing it into the match makes FTS5 score every
+    chunk that holds it, which is nearly all of them. Leaving it out changes no ranking
+    among the chunks that hold another term; it only stops chunks that hold nothing but
+    such terms from being found, and a query of such terms alone still finds them. Each
+    count reads only the index's document list of one term, not the chunks.
+    """
+    if len(terms) < 2:
+        return terms
+    counts = ", ".join(
+        f"(SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH :t{n})" for n in range(len(terms))
+    )
+    statement = text(f"SELECT (SELECT count(*) FROM chunks_fts_docsize), {counts}")
+    phrases = {f"t{n}": f'"{term}"' for n, term in enumerate(terms)}
+    found = (await conn.execute(statement, phrases)).one()
+    total, holding = found[0], found[1:]
+    informative = [term for term, count in zip(terms, holding, strict=True) if 2 * count < total]
+    return informative or terms
 
 
 def _ready(now: datetime) -> ColumnElement[bool]:

@@ -501,9 +501,9 @@ class SqlDocumentStore(ABC):
     @shielded
     async def collection_exists(self, collection: str) -> bool:
         d = documents.c
-        query = select(d.id).where(d.collection == collection, d.status != Status.DELETED)
+        query = select(d.id).where(d.collection == collection).limit(1)
         async with self._read() as conn:
-            return (await conn.execute(query.limit(1))).first() is not None
+            return (await conn.execute(query)).first() is not None
 
     def _cache_lookup(
         self, collection: str, model: str, content_hashes: Sequence[str]
@@ -864,14 +864,6 @@ async def _allowed_documents(
     d = documents.c
     query = select(d.id).where(d.collection == collection, d.status == Status.COMPLETED, allowed)
     return set((await conn.execute(query)).scalars())
-
-
-def live_chunks_allowed(collection: str, filters: SearchFilter | None) -> Select[tuple[int]]:
-    """Ids of the collection's live chunks that `filters` allows (for keyword rankings)."""
-    c = chunk_table.c
-    query = select(c.id).select_from(_live_chunks()).where(c.collection == collection)
-    allowed = filter_clause(filters)
-    return query if allowed is None else query.where(allowed)
 
 
 async def _scan(
