@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sheaf.adapters.sql import postgres
+from sheaf.adapters.sql.migrate import upgrade
 from sheaf.adapters.sql.store import cache_lookup, duplicate_check
 
 pytestmark = pytest.mark.integration
@@ -122,8 +123,6 @@ def fill(dsn: str) -> None:
 def test_postgres_generic_plan_seeks_an_index_leading_with_the_key(
     fresh_postgres_url: str, lookup: str
 ) -> None:
-    from sheaf.adapters.sql.migrate import upgrade
-
     upgrade(fresh_postgres_url)
     dsn = fresh_postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1)
     key, indexes = KEYS[lookup]
