@@ -239,7 +239,7 @@ MSSQL_PROCEDURES = (
 )
 
 
-def test_sql_server_every_upgrade_path_ends_with_the_same_procedures() -> None:
+def test_mssql_every_upgrade_path_ends_with_the_same_procedures() -> None:
     """The same on SQL Server (SHEAF_TEST_MSSQL_URL): one database per starting revision."""
     if not MSSQL_URL:
         pytest.skip(NO_MSSQL)
