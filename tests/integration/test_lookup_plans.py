@@ -9,6 +9,7 @@ being fresh. SQL Server's forced seeks are checked on the SQL: test_mssql_plans.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -20,8 +21,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from sheaf.adapters.sql import postgres
+from sheaf.adapters.sql import open_store, postgres
+from sheaf.adapters.sql.migrate import upgrade
 from sheaf.adapters.sql.store import cache_lookup, duplicate_check
+from sheaf.domain.chunking import content_hash
+from sheaf.domain.models import Chunk, Completion, EmbeddedChunk
 
 pytestmark = pytest.mark.integration
 
@@ -122,8 +126,6 @@ def fill(dsn: str) -> None:
 def test_postgres_generic_plan_seeks_an_index_leading_with_the_key(
     fresh_postgres_url: str, lookup: str
 ) -> None:
-    from sheaf.adapters.sql.migrate import upgrade
-
     upgrade(fresh_postgres_url)
     dsn = fresh_postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1)
     key, indexes = KEYS[lookup]
@@ -137,3 +139,106 @@ def test_postgres_generic_plan_seeks_an_index_leading_with_the_key(
         assert not any(node["Node Type"] == "Seq Scan" for node in nodes)
         conditions = " ".join(str(node.get("Index Cond", "")) for node in nodes)
         assert f"({key.split('=')[0]})" in conditions, conditions
+
+
+# -- every per-document statement (issue 19, point 3) ------------------------------------------
+
+
+async def test_sqlite_every_per_document_statement_searches_an_index(
+    sqlite_template: Path, tmp_path: Path, new_document: Any
+) -> None:
+    """A document's whole life through the store, each statement it sent explained.
+
+    Every SELECT, UPDATE and DELETE that names one document, lease or content is a SEARCH
+    through an index or the primary key; none SCANs a table (the collection-wide reads,
+    stats, listing and search, are not part of a document's life and are not run here).
+    """
+    path = tmp_path / "life.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    store = await open_store(f"sqlite+aiosqlite:///{path}")
+    sent: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+            sent.append((statement, parameters))
+
+    sa.event.listen(store.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        doc, _ = await store.create_document(new_document())
+        acquired = await store.acquire_document_lease(doc.id, "w", 30.0)
+        lease = acquired.lease
+        assert lease is not None
+        await store.renew_document_lease(doc.id, lease.token, 30.0, "embed")
+        chunk = EmbeddedChunk(Chunk(0, "text", 1, 1), (1.0, 0.0), "model-a")
+        await store.cached_embeddings(doc.collection, "model-a", [content_hash("text")])
+        await store.write_chunks(lease, [chunk])
+        await store.complete(lease, Completion(1, 1, {"embed": 0.1}, "model-a", 2))
+        await store.get_document(doc.id)
+        await store.document_chunks(doc.id)
+        await store.delete_document(doc.id)
+        await store.purge_document(doc.id)
+    finally:
+        await store.close()
+    assert len(sent) > 15
+    scans = []
+    with sqlite3.connect(path) as conn:
+        for statement, parameters in sent:
+            for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}", parameters):
+                detail = str(row[-1])
+                if detail.startswith("SCAN ") and "CONSTANT ROW" not in detail:
+                    scans.append(f"{detail}: {' '.join(statement.split())[:90]}")
+    conn.close()
+    assert scans == []
+
+
+async def test_postgres_every_per_document_statement_uses_an_index(
+    fresh_postgres_url: str, new_document: Any
+) -> None:
+    """The same on PostgreSQL, for the statements SQLAlchemy sends (the lease functions run
+    inside PL/pgSQL), each planned as a prepared statement's generic plan, before ANALYZE."""
+    await asyncio.to_thread(upgrade, fresh_postgres_url)
+    dsn = fresh_postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    fill(dsn)
+    store = await open_store(fresh_postgres_url)
+    sent: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+            sent.append((statement, parameters))
+
+    sa.event.listen(store.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        doc, _ = await store.create_document(new_document())
+        acquired = await store.acquire_document_lease(doc.id, "w", 30.0)
+        lease = acquired.lease
+        assert lease is not None
+        chunk = EmbeddedChunk(Chunk(0, "text", 1, 1), (1.0, 0.0), "model-a")
+        await store.cached_embeddings(doc.collection, "model-a", [content_hash("text")])
+        await store.write_chunks(lease, [chunk])
+        await store.complete(lease, Completion(1, 1, {"embed": 0.1}, "model-a", 2))
+        await store.get_document(doc.id)
+        await store.document_chunks(doc.id)
+        await store.delete_document(doc.id)
+        await store.purge_document(doc.id)
+    finally:
+        await store.close()
+    per_document = [(s, p) for s, p in sent if "$1" in s]  # the clock read binds nothing
+    assert len(per_document) > 8
+    scans = []
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET plan_cache_mode = force_generic_plan")
+            for number, (statement, parameters) in enumerate(per_document):
+                cur.execute(f"PREPARE s{number} AS {statement}")
+                args = ", ".join(["%s"] * len(parameters))
+                cur.execute(f"EXPLAIN (FORMAT JSON) EXECUTE s{number} ({args})", list(parameters))
+                (plan,) = cur.fetchone()
+                scans += [
+                    f"{node['Relation Name']}: {' '.join(statement.split())[:90]}"
+                    for node in walk(plan[0]["Plan"])
+                    if node["Node Type"] == "Seq Scan"
+                ]
+    finally:
+        conn.close()
+    assert scans == []

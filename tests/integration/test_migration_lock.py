@@ -3,7 +3,8 @@
 A second session holds PostgreSQL's migration advisory lock, as a migrator in the middle
 of its transaction would; `upgrade` must wait for it, and give up after its timeout with
 `MigrationLocked` and an unchanged database. `sheaf db upgrade` then exits 1 with the
-message. (SQL Server's lock is checked on the SQL it sends: test_mssql_migrations.py.)
+message. SQL Server's lock is checked on the SQL it sends (test_mssql_migrations.py) and,
+with SHEAF_TEST_MSSQL_URL, on a real server here.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from typing import Any
 import psycopg2
 import pytest
 
-from sheaf.adapters.sql.migrate import MIGRATION_LOCK_KEY, MigrationLocked, upgrade
+from sheaf.adapters.sql.migrate import (
+    MIGRATION_LOCK_KEY,
+    MIGRATION_LOCK_RESOURCE,
+    MigrationLocked,
+    upgrade,
+)
+from tests.integration.conftest import MSSQL_URL, NO_MSSQL
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +104,27 @@ def test_sheaf_db_upgrade_exits_1_with_the_message(
     assert done.returncode == 1
     assert "Error: another `sheaf db upgrade` is migrating this database" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_mssql_a_migrator_gives_up_while_another_session_holds_the_lock() -> None:
+    """On SQL Server (SHEAF_TEST_MSSQL_URL): the session application lock, for real."""
+    if not MSSQL_URL:
+        pytest.skip(NO_MSSQL)
+    import sqlalchemy as sa
+
+    sync = sa.make_url(MSSQL_URL).set(drivername="mssql+pyodbc")
+    engine = sa.create_engine(sync, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as holder:
+            granted = holder.exec_driver_sql(
+                "DECLARE @r INT; EXEC @r = sp_getapplock @Resource = N'"
+                + MIGRATION_LOCK_RESOURCE
+                + "', @LockMode = N'Exclusive', @LockOwner = N'Session', "
+                "@DbPrincipal = N'public'; SELECT @r"
+            ).scalar_one()
+            assert granted >= 0
+            with pytest.raises(MigrationLocked, match=r"\(the lock was not granted after"):
+                upgrade(MSSQL_URL, lock_timeout=0.5)
+    finally:
+        engine.dispose()
+    upgrade(MSSQL_URL)  # the lock went with the holder's session

@@ -19,7 +19,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 
 from sheaf.adapters.sql import open_store
-from sheaf.adapters.sql.migrate import _config, sql_dir, upgrade
+from sheaf.adapters.sql.migrate import alembic_config, sql_dir, upgrade
 from sheaf.adapters.sql.schema import metadata, on_dialect
 from sheaf.adapters.sql.snapshots import read_snapshot
 from sheaf.errors import ConfigError
@@ -192,7 +192,8 @@ async def test_unsupported_database_urls_are_config_errors(url: str) -> None:
 # -- frozen history (issue 16, point 2) -----------------------------------------------------
 
 REVISIONS = [
-    r.revision for r in reversed(list(ScriptDirectory.from_config(_config()).walk_revisions()))
+    r.revision
+    for r in reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions()))
 ]
 PG_PROCEDURES = (
     "SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc AS p "
@@ -240,7 +241,7 @@ def test_postgres_downgrade_of_0005_puts_back_the_0004_claim(fresh_postgres: str
     at_0004 = dump(sync_url, body)
     upgrade(url, to="0005")
     assert dump(sync_url, body) != at_0004
-    config = _config()
+    config = alembic_config()
     config.attributes["database_url"] = url
     command.downgrade(config, "0004")
     assert dump(sync_url, body) == at_0004
@@ -252,7 +253,7 @@ MSSQL_PROCEDURES = (
 )
 
 
-def test_sql_server_every_upgrade_path_ends_with_the_same_procedures() -> None:
+def test_mssql_every_upgrade_path_ends_with_the_same_procedures() -> None:
     """The same on SQL Server (SHEAF_TEST_MSSQL_URL): one database per starting revision."""
     if not MSSQL_URL:
         pytest.skip(NO_MSSQL)
@@ -302,7 +303,7 @@ def test_postgres_0007_widens_row_ids_and_downgrades(fresh_postgres: str) -> Non
         ("attempts_id_seq", "bigint"),
         ("chunks_id_seq", "bigint"),
     ]
-    config = _config()
+    config = alembic_config()
     config.attributes["database_url"] = url
     command.downgrade(config, "0006")
     assert dump(sync_url, ROW_ID_TYPES) == [("attempts", "integer"), ("chunks", "integer")]
@@ -315,7 +316,7 @@ def test_sqlite_0007_downgrades_and_upgrades_again(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'sheaf.db'}"
     sync_url = f"sqlite:///{tmp_path / 'sheaf.db'}"
     upgrade(url)
-    config = _config()
+    config = alembic_config()
     config.attributes["database_url"] = url
     command.downgrade(config, "0006")
     indexes = read_schema(sync_url)[1]["chunks"]

@@ -295,3 +295,21 @@ def test_the_0007_ddl_parses_as_t_sql() -> None:
     for statement in [*REVISION_0007.MSSQL_UPGRADE, *REVISION_0007.MSSQL_DOWNGRADE]:
         tree = parse(statement.strip().rstrip(";") + ";\n")
         assert [s.raw[:60] for s in tree.recursive_crawl("unparsable")] == [], statement
+
+
+def variable_token_problems(source: str) -> list[str]:
+    """Token comparisons between two variables, which use the database's collation."""
+    code = "\n".join(line.split("--", 1)[0] for line in source.splitlines())
+    pattern = r"(@\w*token\w*\s*=\s*@\w*token\w*)(?!\s+COLLATE Latin1_General_100_BIN2)"
+    return [" ".join(found.split()) for found in re.findall(pattern, code)]
+
+
+def test_the_token_check_rejects_a_case_insensitive_comparison() -> None:
+    old = (ROOT / "sql/migrations/snapshots/0001/mssql/release_document_lease.sql").read_text()
+    assert variable_token_problems(old) == ["@current_token = @lease_token"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tokens_held_in_variables_are_compared_exactly(name: str) -> None:
+    source = (ROOT / "sql" / "procedures" / "mssql" / f"{name}.sql").read_text()
+    assert variable_token_problems(source) == []

@@ -135,7 +135,7 @@ def upgrade(
     parsed = parse_database_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    config = _config()
+    config = alembic_config()
     config.attributes["database_url"] = url  # not via the ini: no interpolation of secrets
     config.attributes["entra"] = entra  # SQL Server: sign in with the Azure identity
     config.attributes["azure_client_id"] = azure_client_id
@@ -151,7 +151,7 @@ async def check_schema(engine: AsyncEngine) -> None:
     procedures). An older or missing one would fail on the first request instead, with
     an error about a missing table or procedure.
     """
-    script = ScriptDirectory.from_config(_config())
+    script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
     try:
         async with engine.connect() as conn:
@@ -174,7 +174,8 @@ async def check_schema(engine: AsyncEngine) -> None:
         )
 
 
-def _config() -> Config:
+def alembic_config() -> Config:
+    """Alembic's configuration of Sheaf's migrations (for tools and tests: `command.*`)."""
     config = Config()
     location = str(sql_dir() / "migrations").replace("%", "%%")  # configparser syntax
     config.set_main_option("script_location", location)

@@ -1,11 +1,13 @@
-"""SQL Server and Azure SQL: the lease contract is six T-SQL procedures, called with EXEC.
+"""SQL Server and Azure SQL: the lease contract is T-SQL procedures, each call one EXEC.
 
 The procedures live in `sql/procedures/mssql/` (installed by the migrations); Python binds
 arguments and maps result rows, so each claim is one `UPDATE … WITH (UPDLOCK, READPAST,
-ROWLOCK) … OUTPUT` on the server and the clock is the server's `SYSUTCDATETIME()`. Each
-procedure owns its transaction, so it runs on an autocommit connection (its CATCH block
-may then roll back without unbalancing a caller's transaction). The shared operations of
-`store.py` run in ordinary transactions.
+ROWLOCK, READCOMMITTEDLOCK) … OUTPUT … INTO` on the server and the clock is the server's
+`SYSUTCDATETIME()`; a completion is one EXEC too (`complete_document_lease`, 0007). Each
+procedure owns its transaction, so it runs on a connection of the procedures' own pool,
+in autocommit from the moment it is opened (its CATCH block may then roll back without
+unbalancing a caller's transaction), with every argument bound with its type: one round
+trip per call. The shared operations of `store.py` run in ordinary transactions.
 
 What this module adds to SQLAlchemy's `mssql+aioodbc` dialect:
 - `with_for_update()` becomes `WITH (UPDLOCK, ROWLOCK)`; stock SQLAlchemy drops it on SQL

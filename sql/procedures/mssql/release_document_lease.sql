@@ -50,7 +50,9 @@ BEGIN
 
     SET @now = SYSUTCDATETIME();  -- read after the lock wait, never before
 
-    IF @status = N'processing' AND @current_token = @lease_token
+    -- Variables compare under the database's (case-insensitive) collation: compare the
+    -- token as its column does since migration 0007, exactly.
+    IF @status = N'processing' AND @current_token = @lease_token COLLATE Latin1_General_100_BIN2
         BEGIN
             SET @applied = 1;
             -- Success keeps this attempt's chunks and drops every other attempt's; any
