@@ -247,7 +247,7 @@ class Settings(BaseModel):
         description="Target chunk length in characters. 700 fits the local model's 256-token "
         "window: measured at 5.3 characters per token on English prose (about 130 tokens, the "
         "length it was trained on) and 3.2 on technical text with code (about 220); longer "
-        "chunks are split and averaged, never truncated (docs/search.md).",
+        "chunks are split and averaged, never truncated (README: Search).",
     )
     chunk_overlap: int = Field(
         100, ge=0, description="Characters shared by neighbour chunks (about one sentence)."

@@ -17,8 +17,10 @@ What callers may rely on:
   word pieces, [CLS] and [SEP] included. A text that tokenizes longer is cut, by tokens,
   into consecutive windows that fit (the tokenizer's own overflow, so the count is exact,
   not estimated); each window is embedded and the window vectors are averaged, weighted
-  by their real tokens, and re-normalised. The default chunk size is chosen so that this
-  is rare (docs/search.md); when it happens every word still counts.
+  by their real tokens, and re-normalised. With the default 700-character chunks this
+  is rare: none of CISI's 2,522 chunks of English abstracts overflow (p99 152 tokens),
+  and 11% of the chunks of this project's own Markdown docs, dense with code and tables
+  (p50 207 tokens, p99 375), do; every word of those still counts.
 - **Off the event loop, bounded.** Tokenizing and inference run in one dedicated thread
   per embedder, so one process never runs two inferences at once; ONNX Runtime spreads
   each inference over `threads` cores (intra-op threads). Texts are sorted by length and
