@@ -114,12 +114,11 @@ class LocalEmbedder:
         return _combine(len(texts), windows, rows)
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
-        """Word pieces per text, [CLS] and [SEP] included, before any windowing."""
-        self._tokenizer.no_truncation()
-        try:
-            return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]
-        finally:
-            self._tokenizer.enable_truncation(max_length=MAX_TOKENS, stride=0)
+        """Word pieces per text, [CLS] and [SEP] included, before any windowing (for
+        measurements; a tokenizer of its own, so it never races the inference thread)."""
+        counter = load_tokenizer()
+        counter.no_truncation()
+        return [len(e.ids) for e in counter.encode_batch(list(texts))]
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True)
