@@ -114,9 +114,10 @@ class Settings(BaseModel):
         0,
         ge=0,
         le=256,
-        description="CPU threads one process gives the local model's inference; 0 = this "
-        "machine's cores divided by SHEAF_WORKERS (at least 1), so `sheaf up` keeps every "
-        "core busy without oversubscribing them. Set it in a container (one worker per pod).",
+        description="Inferences of the local model one process runs at once, one core each; "
+        "0 = this machine's cores divided by SHEAF_WORKERS (at least 1), so `sheaf up` keeps "
+        "every core busy without oversubscribing them. Set it in a container (one worker per "
+        "pod).",
     )
     local_embedding_batch_size: int = Field(
         32,
