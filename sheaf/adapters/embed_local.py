@@ -117,7 +117,7 @@ class LocalEmbedder:
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Word pieces per text, [CLS] and [SEP] included, before any windowing (for
-        measurements; a tokenizer of its own, so it never races the inference thread)."""
+        measurements; a tokenizer of its own, so it never races the pool's threads)."""
         counter = load_tokenizer()
         counter.no_truncation()
         return [len(e.ids) for e in counter.encode_batch(list(texts))]
@@ -125,7 +125,7 @@ class LocalEmbedder:
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, wait=True)
 
-    # -- inside the inference thread -----------------------------------------------------
+    # -- in the pool's threads ----------------------------------------------------------
 
     def _windows(self, texts: Sequence[str]) -> list[_Window]:
         """Every text's windows; the tokenizer's overflows are the windows after the first."""
