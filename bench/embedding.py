@@ -47,7 +47,7 @@ NAME = "embedding"
 TITLE = "4. Embedding batching against an OpenAI-compatible server"
 LATENCY = 0.1  # seconds the server holds each request
 DIMENSIONS = 1024
-CHUNK_CHARS = 800  # about what SHEAF_CHUNK_SIZE=1200 chunks hold after word boundaries
+CHUNK_CHARS = 800  # about what 1,200-character chunks hold after word boundaries (API models)
 MAX_CHUNKS = 16_384  # per adapter cell; bounds memory (a vector is a tuple of floats)
 
 

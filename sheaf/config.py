@@ -120,9 +120,10 @@ class Settings(BaseModel):
         0,
         ge=0,
         le=256,
-        description="CPU threads one process gives the local model's inference; 0 = this "
-        "machine's cores divided by SHEAF_WORKERS (at least 1), so `sheaf up` keeps every "
-        "core busy without oversubscribing them. Set it in a container (one worker per pod).",
+        description="Inferences of the local model one process runs at once, one core each; "
+        "0 = this machine's cores divided by SHEAF_WORKERS (at least 1), so `sheaf up` keeps "
+        "every core busy without oversubscribing them. Set it in a container (one worker per "
+        "pod).",
     )
     local_embedding_batch_size: int = Field(
         32,
@@ -253,7 +254,7 @@ class Settings(BaseModel):
         description="Target chunk length in characters. 700 fits the local model's 256-token "
         "window: measured at 5.3 characters per token on English prose (about 130 tokens, the "
         "length it was trained on) and 3.2 on technical text with code (about 220); longer "
-        "chunks are split and averaged, never truncated (docs/search.md).",
+        "chunks are split and averaged, never truncated (README: Search).",
     )
     chunk_overlap: int = Field(
         100, ge=0, description="Characters shared by neighbour chunks (about one sentence)."

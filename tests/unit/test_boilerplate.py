@@ -69,11 +69,13 @@ def test_long_numbered_sentences_of_one_shape_are_text() -> None:
     assert list(strip_repeated_edges(pages)) == pages
 
 
-def test_a_page_of_nothing_but_boilerplate_is_kept_empty() -> None:
+def test_a_page_is_never_emptied_and_identical_pages_stay() -> None:
     pages = report(BODIES)
     pages[2] = Page(3, "ACME Harbour Trust\nAnnual Report 1724\nPage 3 of 6")
-    stripped = list(strip_repeated_edges(pages))
-    assert (stripped[2].number, stripped[2].text.strip()) == (3, "")
+    assert list(strip_repeated_edges(pages))[2] == pages[2]
+    same = [Page(n, "Visitor form\nName:\nSigned:") for n in range(1, 6)]
+    assert list(strip_repeated_edges(same)) == same
+    assert chunk_pages(same, 300, 0)  # such a document still has text to search
 
 
 def test_look_ahead_is_bounded() -> None:

@@ -71,7 +71,7 @@ export const enc = encodeURIComponent;
 export const paths = {
   collections: () => "/v1/collections",
   documents: (collection, query = {}) => withQuery(`/v1/collections/${enc(collection)}/documents`, query),
-  search: (collection, q, k) => withQuery(`/v1/collections/${enc(collection)}/search`, { q, k }),
+  search: (collection, q, k, mode) => withQuery(`/v1/collections/${enc(collection)}/search`, { q, k, mode }),
   document: (id) => `/v1/documents/${enc(id)}`,
   retry: (id) => `/v1/documents/${enc(id)}/retry`,
   chunks: (id, query = {}) => withQuery(`/v1/documents/${enc(id)}/chunks`, query),

@@ -36,11 +36,12 @@ export function fill(element, ...children) {
   return append(element, children);
 }
 
-/** `text` with every occurrence of `words` wrapped in <mark>, as DOM nodes. */
+/** `text` with every whole-word occurrence of `words` wrapped in <mark>, as DOM nodes:
+ * "line" marks "Line" but not the "line" inside "deadline". */
 export function highlighted(text, words) {
   const terms = words.filter((w) => w.length > 1).map(escapeRegExp);
   if (terms.length === 0) return [text];
-  const pattern = new RegExp(`(${terms.join("|")})`, "giu");
+  const pattern = new RegExp(`(?<![\\p{L}\\p{N}])(${terms.join("|")})(?![\\p{L}\\p{N}])`, "giu");
   return text.split(pattern).map((part, i) => (i % 2 === 1 ? h("mark", {}, part) : part));
 }
 
@@ -48,9 +49,22 @@ function escapeRegExp(text) {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
-/** The words of a search query, as a person would expect them highlighted. */
+// Words too common to be worth a highlight: marking every "the" hides the words that matter.
+const STOP_WORDS = new Set(
+  `a about above after again all also am an and any are as at be because been before being
+  below between both but by can could did do does doing down during each few for from further
+  had has have having he her here hers him his how i if in into is it its itself just me more
+  most my no nor not now of off on once only or other our ours out over own same she should so
+  some such than that the their theirs them then there these they this those through to too
+  under until up very was we were what when where which while who whom why will with would you
+  your yours`.split(/\s+/),
+);
+
+/** The words of a search query, as a person would expect them highlighted: letters and
+ * digits, lower-cased, each once, stop words left out. */
 export function queryWords(query) {
-  return query.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? [];
+  const words = query.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? [];
+  return [...new Set(words)].filter((word) => !STOP_WORDS.has(word));
 }
 
 /** "1 page", "2 pages". */
