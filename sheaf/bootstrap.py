@@ -20,7 +20,7 @@ from sheaf.adapters.embed_lexical import LexicalEmbedder
 from sheaf.adapters.sql import open_store
 from sheaf.adapters.sql.migrate import check_schema, upgrade
 from sheaf.config import Settings
-from sheaf.extract import LocalExtractor
+from sheaf.extract import LocalExtractor, OcrOptions
 from sheaf.extract.isolated import IsolatedExtractor
 from sheaf.ports import BlobStore, Embedder, MessageBus
 from sheaf.services.deps import Deps
@@ -62,7 +62,7 @@ async def open_deps(settings: Settings, *, warm_extractor: bool = False) -> Asyn
             settings.extract_timeout_seconds,
             settings.extract_memory_bytes,
             settings.extract_processes,
-            extractor=LocalExtractor(),
+            extractor=LocalExtractor(ocr=_ocr_options(settings)),
         )
         stack.callback(extractor.close)
         if warm_extractor:
@@ -90,6 +90,17 @@ async def _credential(
     credential = DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
     stack.push_async_callback(credential.close)
     return credential
+
+
+def _ocr_options(settings: Settings) -> OcrOptions:
+    return OcrOptions(
+        enabled=settings.ocr_enabled,
+        languages=settings.ocr_languages,
+        dpi=settings.ocr_dpi,
+        page_timeout_seconds=settings.ocr_page_timeout_seconds,
+        max_pages=settings.ocr_max_pages,
+        max_image_pixels=settings.ocr_max_image_pixels,
+    )
 
 
 def _message_bus(settings: Settings, credential: AsyncTokenCredential | None) -> MessageBus:

@@ -221,6 +221,32 @@ class Settings(BaseModel):
     extract_processes: int = Field(
         2, ge=1, le=64, description="Extraction child processes per worker, reused."
     )
+    ocr_enabled: bool = Field(
+        True,
+        description="Read scanned PDF pages and images (PNG, JPEG, TIFF) with Tesseract "
+        "(Debian package tesseract-ocr). Off: scans end as `no_text`, images as `ocr_disabled`.",
+    )
+    ocr_languages: str = Field(
+        "eng",
+        pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$",
+        description="Tesseract languages, e.g. `eng` or `deu+eng` (each needs its "
+        "tesseract-ocr-LANG package).",
+    )
+    ocr_dpi: int = Field(
+        300, ge=72, le=600, description="Resolution PDF pages without text are rendered at."
+    )
+    ocr_page_timeout_seconds: float = Field(
+        30.0, gt=0, description="Time limit of OCR on one page; past it the document fails."
+    )
+    ocr_max_pages: int = Field(
+        500, ge=1, description="Pages (or TIFF frames) of one document that may need OCR."
+    )
+    ocr_max_image_pixels: int = Field(
+        100_000_000,
+        ge=1_000_000,
+        description="Largest image or rendered page, in pixels; larger declared images "
+        "are refused before decoding (`image_too_large`).",
+    )
     chunk_size: int = Field(1200, ge=100, description="Target chunk length in characters.")
     chunk_overlap: int = Field(200, ge=0, description="Characters shared by neighbour chunks.")
     embed_batch_size: int = Field(64, ge=1, description="Chunks embedded and written per batch.")

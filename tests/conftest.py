@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 
@@ -28,6 +29,16 @@ def require_service(name: str, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"{message} (required because CI=true)")
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def tesseract() -> str:
+    """The Tesseract program that OCR runs (Debian package tesseract-ocr)."""
+    found = shutil.which("tesseract")
+    if found is None:
+        require_service("tesseract", "OCR tests need the Debian package tesseract-ocr")
+    assert found is not None
+    return found
 
 
 @pytest.fixture(scope="session")
