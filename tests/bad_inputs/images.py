@@ -4,11 +4,12 @@ refuse to write them, otherwise by Pillow itself."""
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zlib
 from collections.abc import Callable
 
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from tests.samples import make_image
 
@@ -82,3 +83,18 @@ def tiff_with_frames(count: int = 10_000) -> bytes:
         following = first_ifd + (n + 1) * ifd_size if n + 1 < count else 0
         out += struct.pack("<I", following)
     return bytes(out)
+
+
+def dense_page(seed: int = 33) -> bytes:
+    """#33: a letter page at 300 dpi packed with 60,000 tiny random words: seconds of OCR
+    for Tesseract, far past a test's two-second limit."""
+    rng = random.Random(seed)
+    page = Image.new("L", (2550, 3300), 255)
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=14)
+    for top in range(0, 3300, 16):
+        line = " ".join(rng.choice(["ab", "cd", "ef", "gh", "ij", "kl"]) for _ in range(300))
+        draw.text((0, top), line, fill=0, font=font)
+    out = io.BytesIO()
+    page.save(out, format="PNG")
+    return out.getvalue()
