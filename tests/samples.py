@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import io
 import zipfile
+from collections.abc import Collection
 
 import docx
 import openpyxl
@@ -103,15 +104,15 @@ def make_image(pages: list[str], format_: str = "PNG", *, dpi: int = 200) -> byt
     return out.getvalue()
 
 
-def make_scanned_pdf(pages: list[str | None]) -> bytes:
-    """A PDF whose string pages are images of their text (no text layer, like a scan);
-    a None page is typed text instead, "typed page N": `["a", None]` mixes both."""
+def make_scanned_pdf(pages: list[str], typed: Collection[int] = ()) -> bytes:
+    """A PDF with one page per string, each an image of its text (no text layer, like a
+    scan), except the page numbers in `typed`, whose string is real text: a mixed PDF."""
     pdf = FPDF()
     pdf.set_font("Helvetica", size=12)
     for number, text in enumerate(pages, start=1):
         pdf.add_page()
-        if text is None:
-            pdf.multi_cell(0, 8, f"typed page {number}")
+        if number in typed:
+            pdf.multi_cell(0, 8, text)
         else:
             pdf.image(io.BytesIO(make_image([text])), x=0, y=10, w=210)
     return bytes(pdf.output())

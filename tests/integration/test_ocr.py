@@ -46,10 +46,12 @@ def test_a_scanned_pdf_is_read_page_by_page(tmp_path: Path) -> None:
 
 
 def test_a_mixed_pdf_keeps_its_text_pages_and_reads_its_scans(tmp_path: Path) -> None:
-    data = make_scanned_pdf(["Scanned opening page", None, "Scanned closing page"])
+    data = make_scanned_pdf(
+        ["Scanned opening page", "Typed middle page", "Scanned closing page"], typed={2}
+    )
     pages = extract(tmp_path, data, ContentType.PDF)
     assert [page.number for page in pages] == [1, 2, 3]
-    assert pages[1].text == "typed page 2"  # from the text layer, untouched
+    assert pages[1].text == "Typed middle page"  # from the text layer, untouched
     assert {"opening", "page"} <= words(pages[0])
     assert {"closing", "page"} <= words(pages[2])
 
@@ -104,7 +106,7 @@ def test_a_page_over_its_time_limit_fails_as_timeout(tmp_path: Path) -> None:
 
 
 def test_more_pages_to_ocr_than_the_cap_fail_before_reading_them(tmp_path: Path) -> None:
-    data = make_scanned_pdf(["one", None, "three", "four"])
+    data = make_scanned_pdf(["one", "two", "three", "four"], typed={2})
     error = failure(tmp_path, data, ContentType.PDF, max_pages=2)
     assert error.code == "ocr_page_limit"
     assert len(extract(tmp_path, data, ContentType.PDF, max_pages=3)) == 4  # typed pages free
