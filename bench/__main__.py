@@ -1,4 +1,4 @@
-"""`python -m bench [all|overhead|leases|upload|embedding|search] [--quick|--full]`."""
+"""`python -m bench [all|overhead|leases|upload|embedding|search|ocr] [--quick|--full]`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.harness import Context, Stopwatch, load_line, machine_description, render_table
 from bench.postgres import server_version
 
-BENCHMARKS = ("overhead", "leases", "upload", "embedding", "search")
+BENCHMARKS = ("overhead", "leases", "upload", "embedding", "search", "ocr")
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
