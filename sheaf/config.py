@@ -226,6 +226,26 @@ class Settings(BaseModel):
         description="Read scanned PDF pages and images (PNG, JPEG, TIFF) with Tesseract "
         "(Debian package tesseract-ocr). Off: scans end as `no_text`, images as `ocr_disabled`.",
     )
+    ocr_engine: Literal["tesseract", "azure-document-intelligence"] = Field(
+        "tesseract",
+        description="Who reads scans and images: `tesseract` (local) or "
+        "`azure-document-intelligence` (SHEAF_AZURE_DOCUMENT_INTELLIGENCE_*; text layers "
+        "are still read locally, only pages without text are sent).",
+    )
+    azure_document_intelligence_endpoint: str | None = Field(
+        None, description="https://NAME.cognitiveservices.azure.com/, reached with Entra ID."
+    )
+    azure_document_intelligence_key: SecretStr | None = Field(
+        None, description="Optional key instead of the Azure identity."
+    )
+    azure_document_intelligence_model: str = Field(
+        "prebuilt-layout",
+        description="`prebuilt-layout` (text and tables, kept as Markdown rows) or "
+        "`prebuilt-read` (text only, cheaper).",
+    )
+    azure_document_intelligence_timeout_seconds: float = Field(
+        120.0, gt=0, description="Limit of one analysis, polling included (then retried)."
+    )
     ocr_languages: str = Field(
         "eng",
         pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$",
@@ -350,6 +370,13 @@ class Settings(BaseModel):
             problems.append(
                 "SHEAF_EMBEDDER=openai needs SHEAF_OPENAI_BASE_URL and SHEAF_OPENAI_MODEL"
             )
+        if self.ocr_engine == "azure-document-intelligence" and (
+            not self.azure_document_intelligence_endpoint
+        ):
+            problems.append(
+                "SHEAF_OCR_ENGINE=azure-document-intelligence needs "
+                "SHEAF_AZURE_DOCUMENT_INTELLIGENCE_ENDPOINT"
+            )
         return problems + self._auth_problems()
 
     def _auth_problems(self) -> list[str]:
@@ -373,7 +400,11 @@ class Settings(BaseModel):
         blob = self.blob_backend == "azure" and self.azure_storage_connection_string is None
         openai = self.embedder == "azure-openai" and self.azure_openai_api_key is None
         bus = self.message_bus == "servicebus" and self.servicebus_connection_string is None
-        return blob or openai or bus or self.database_auth == "entra"
+        ocr = (
+            self.ocr_engine == "azure-document-intelligence"
+            and self.azure_document_intelligence_key is None
+        )
+        return blob or openai or bus or ocr or self.database_auth == "entra"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
