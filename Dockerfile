@@ -73,11 +73,12 @@ LABEL org.opencontainers.image.title="sheaf" \
 COPY --from=odbc-repo /microsoft-prod.gpg /usr/share/keyrings/microsoft-prod.gpg
 COPY --from=odbc-repo /mssql-release.list /etc/apt/sources.list.d/mssql-release.list
 # msodbcsql18 pulls unixodbc (pyodbc's libodbc.so.2); tini reaps orphaned extraction
-# children and forwards SIGTERM. Versions follow the base image's Debian release, so
+# children and forwards SIGTERM; tesseract-ocr (English data included) reads scans and
+# images (SHEAF_OCR_*). Versions follow the base image's Debian release, so
 # security updates arrive with each rebuild.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && ACCEPT_EULA=Y apt-get install -y --no-install-recommends msodbcsql18 tini \
+    && ACCEPT_EULA=Y apt-get install -y --no-install-recommends msodbcsql18 tini tesseract-ocr \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 sheaf \
     && useradd --system --uid 10001 --gid sheaf --home-dir /var/lib/sheaf --create-home \

@@ -1,4 +1,4 @@
-"""`python -m bench [all|overhead|leases|upload|embedding|search|retrieval] [--quick|--full]`."""
+"""`python -m bench [all|overhead|leases|upload|embedding|search|retrieval|ocr] [--quick]`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.harness import Context, Stopwatch, load_line, machine_description, render_table
 from bench.postgres import server_version
 
-BENCHMARKS = ("overhead", "leases", "upload", "embedding", "search", "retrieval")
+BENCHMARKS = ("overhead", "leases", "upload", "embedding", "search", "retrieval", "ocr")
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 

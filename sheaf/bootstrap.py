@@ -21,9 +21,9 @@ from sheaf.adapters.embed_lexical import LexicalEmbedder
 from sheaf.adapters.sql import open_store
 from sheaf.adapters.sql.migrate import check_schema, upgrade
 from sheaf.config import Settings
-from sheaf.extract import LocalExtractor
+from sheaf.extract import LocalExtractor, OcrOptions
 from sheaf.extract.isolated import IsolatedExtractor
-from sheaf.ports import BlobStore, Embedder, MessageBus
+from sheaf.ports import BlobStore, Embedder, Extractor, MessageBus
 from sheaf.services.deps import Deps
 
 
@@ -60,16 +60,17 @@ async def open_deps(settings: Settings, *, warm_extractor: bool = False) -> Asyn
         # Parsers run in child processes: a hang, a bomb or a crash fails one document,
         # never the worker. Children start on first use (the API process pays nothing) or,
         # in a worker, at once in the background.
-        extractor = IsolatedExtractor(
+        isolated = IsolatedExtractor(
             settings.extract_timeout_seconds,
             settings.extract_memory_bytes,
             settings.extract_processes,
-            extractor=LocalExtractor(),
+            extractor=LocalExtractor(ocr=_ocr_options(settings)),
         )
-        stack.callback(extractor.close)
+        stack.callback(isolated.close)
         if warm_extractor:
-            warming = asyncio.create_task(asyncio.to_thread(extractor.warm), name="warm")
+            warming = asyncio.create_task(asyncio.to_thread(isolated.warm), name="warm")
             stack.push_async_callback(asyncio.wait, {warming})
+        extractor = _remote_ocr(settings, credential, isolated, stack)
         yield Deps(
             settings=settings,
             store=store,
@@ -92,6 +93,47 @@ async def _credential(
     credential = DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
     stack.push_async_callback(credential.close)
     return credential
+
+
+def _ocr_options(settings: Settings) -> OcrOptions:
+    return OcrOptions(
+        # With Document Intelligence, pages without text go to the service instead.
+        enabled=settings.ocr_enabled and settings.ocr_engine == "tesseract",
+        languages=settings.ocr_languages,
+        dpi=settings.ocr_dpi,
+        page_timeout_seconds=settings.ocr_page_timeout_seconds,
+        max_pages=settings.ocr_max_pages,
+        max_image_pixels=settings.ocr_max_image_pixels,
+    )
+
+
+def _remote_ocr(
+    settings: Settings,
+    credential: AsyncTokenCredential | None,
+    local: Extractor,
+    stack: contextlib.AsyncExitStack,
+) -> Extractor:
+    """`local` itself, or wrapped so Document Intelligence reads what has no text layer."""
+    if settings.ocr_engine != "azure-document-intelligence" or not settings.ocr_enabled:
+        return local
+    from azure.core.credentials import AzureKeyCredential
+
+    from sheaf.adapters.ocr_document_intelligence import DocumentIntelligenceExtractor
+
+    endpoint = settings.azure_document_intelligence_endpoint
+    assert endpoint is not None  # checked by Settings
+    key = settings.azure_document_intelligence_key
+    signer = AzureKeyCredential(key.get_secret_value()) if key is not None else credential
+    assert signer is not None  # Settings.needs_azure_credential made one
+    remote = DocumentIntelligenceExtractor.create(
+        local,
+        endpoint,
+        signer,
+        model=settings.azure_document_intelligence_model,
+        timeout_seconds=settings.azure_document_intelligence_timeout_seconds,
+    )
+    stack.push_async_callback(remote.close)
+    return remote
 
 
 def _message_bus(settings: Settings, credential: AsyncTokenCredential | None) -> MessageBus:

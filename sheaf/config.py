@@ -248,6 +248,52 @@ class Settings(BaseModel):
     extract_processes: int = Field(
         2, ge=1, le=64, description="Extraction child processes per worker, reused."
     )
+    ocr_enabled: bool = Field(
+        True,
+        description="Read scanned PDF pages and images (PNG, JPEG, TIFF) with Tesseract "
+        "(Debian package tesseract-ocr). Off: scans end as `no_text`, images as `ocr_disabled`.",
+    )
+    ocr_engine: Literal["tesseract", "azure-document-intelligence"] = Field(
+        "tesseract",
+        description="Who reads scans and images: `tesseract` (local) or "
+        "`azure-document-intelligence` (SHEAF_AZURE_DOCUMENT_INTELLIGENCE_*; text layers "
+        "are still read locally, only pages without text are sent).",
+    )
+    azure_document_intelligence_endpoint: str | None = Field(
+        None, description="https://NAME.cognitiveservices.azure.com/, reached with Entra ID."
+    )
+    azure_document_intelligence_key: SecretStr | None = Field(
+        None, description="Optional key instead of the Azure identity."
+    )
+    azure_document_intelligence_model: str = Field(
+        "prebuilt-layout",
+        description="`prebuilt-layout` (text and tables, kept as Markdown rows) or "
+        "`prebuilt-read` (text only, cheaper).",
+    )
+    azure_document_intelligence_timeout_seconds: float = Field(
+        120.0, gt=0, description="Limit of one analysis, polling included (then retried)."
+    )
+    ocr_languages: str = Field(
+        "eng",
+        pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$",
+        description="Tesseract languages, e.g. `eng` or `deu+eng` (each needs its "
+        "tesseract-ocr-LANG package).",
+    )
+    ocr_dpi: int = Field(
+        300, ge=72, le=600, description="Resolution PDF pages without text are rendered at."
+    )
+    ocr_page_timeout_seconds: float = Field(
+        30.0, gt=0, description="Time limit of OCR on one page; past it the document fails."
+    )
+    ocr_max_pages: int = Field(
+        500, ge=1, description="Pages (or TIFF frames) of one document that may need OCR."
+    )
+    ocr_max_image_pixels: int = Field(
+        100_000_000,
+        ge=1_000_000,
+        description="Largest image or rendered page, in pixels; larger declared images "
+        "are refused before decoding (`image_too_large`).",
+    )
     chunk_size: int = Field(
         700,
         ge=100,
@@ -379,6 +425,13 @@ class Settings(BaseModel):
             problems.append(
                 "SHEAF_EMBEDDER=openai needs SHEAF_OPENAI_BASE_URL and SHEAF_OPENAI_MODEL"
             )
+        if self.ocr_engine == "azure-document-intelligence" and (
+            not self.azure_document_intelligence_endpoint
+        ):
+            problems.append(
+                "SHEAF_OCR_ENGINE=azure-document-intelligence needs "
+                "SHEAF_AZURE_DOCUMENT_INTELLIGENCE_ENDPOINT"
+            )
         return problems + self._auth_problems()
 
     def _auth_problems(self) -> list[str]:
@@ -402,7 +455,11 @@ class Settings(BaseModel):
         blob = self.blob_backend == "azure" and self.azure_storage_connection_string is None
         openai = self.embedder == "azure-openai" and self.azure_openai_api_key is None
         bus = self.message_bus == "servicebus" and self.servicebus_connection_string is None
-        return blob or openai or bus or self.database_auth == "entra"
+        ocr = (
+            self.ocr_engine == "azure-document-intelligence"
+            and self.azure_document_intelligence_key is None
+        )
+        return blob or openai or bus or ocr or self.database_auth == "entra"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from types import ModuleType
@@ -52,6 +53,16 @@ def odbc_module(name: str) -> ModuleType:
         if IN_CI:
             pytest.fail(f"{message} (required because CI=true)", pytrace=False)
         pytest.skip(message, allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+def tesseract() -> str:
+    """The Tesseract program that OCR runs (Debian package tesseract-ocr)."""
+    found = shutil.which("tesseract")
+    if found is None:
+        require_service("tesseract", "OCR tests need the Debian package tesseract-ocr")
+    assert found is not None
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
 """Small, real sample documents built in memory, for any test that needs a file.
 
 Each generator returns the bytes of a genuine file of its kind (fpdf2 for PDF,
-python-docx for DOCX), so the code under test meets what users upload rather than a
-hand-written imitation. Helpers for broken variants live next to the healthy ones.
+python-docx for DOCX, python-pptx, openpyxl, Pillow for images and scans), so the code
+under test meets what users upload rather than a hand-written imitation. Helpers for
+broken variants live next to the healthy ones.
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ from __future__ import annotations
 import codecs
 import io
 import zipfile
+from collections.abc import Collection
 
 import docx
+import openpyxl
+import pptx
 from fpdf import FPDF
+from PIL import Image, ImageDraw, ImageFont
 from pypdf import PdfReader, PdfWriter
 
 
@@ -77,3 +82,64 @@ def rezip_docx(data: bytes, replace: dict[str, bytes], *, stored: bool = False) 
     with zipfile.ZipFile(io.BytesIO(data)) as source:
         members = {info.filename: source.read(info) for info in source.infolist()}
     return make_zip(members | replace, stored=stored)
+
+
+def render_text(lines: list[str], *, dpi: int = 200) -> Image.Image:
+    """A white letter-width page with `lines` in black at about 16 pt, as a scanner sees it."""
+    width = int(8.5 * dpi)
+    line_height = dpi // 3
+    page = Image.new("L", (width, max(line_height * (len(lines) + 2), dpi)), 255)
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=dpi // 5)  # Pillow's bundled TrueType font
+    for n, line in enumerate(lines, start=1):
+        draw.text((dpi // 2, n * line_height), line, fill=0, font=font)
+    return page
+
+
+def make_image(pages: list[str], format_: str = "PNG", *, dpi: int = 200) -> bytes:
+    """An image of each string rendered as text; several pages only make sense for TIFF."""
+    frames = [render_text([text], dpi=dpi) for text in pages]
+    out = io.BytesIO()
+    frames[0].save(out, format=format_, save_all=len(frames) > 1, append_images=frames[1:])
+    return out.getvalue()
+
+
+def make_scanned_pdf(pages: list[str], typed: Collection[int] = ()) -> bytes:
+    """A PDF with one page per string, each an image of its text (no text layer, like a
+    scan), except the page numbers in `typed`, whose string is real text: a mixed PDF."""
+    pdf = FPDF()
+    pdf.set_font("Helvetica", size=12)
+    for number, text in enumerate(pages, start=1):
+        pdf.add_page()
+        if number in typed:
+            pdf.multi_cell(0, 8, text)
+        else:
+            pdf.image(io.BytesIO(make_image([text])), x=0, y=10, w=210)
+    return bytes(pdf.output())
+
+
+def make_pptx(slides: list[tuple[str, str]], notes: dict[int, str] | None = None) -> bytes:
+    """A deck with one (title, body) slide each; `notes` maps slide numbers to notes."""
+    deck = pptx.Presentation()
+    for number, (title, body) in enumerate(slides, start=1):
+        slide = deck.slides.add_slide(deck.slide_layouts[1])
+        slide.shapes.title.text = title
+        slide.placeholders[1].text = body
+        if notes and number in notes:
+            slide.notes_slide.notes_text_frame.text = notes[number]
+    out = io.BytesIO()
+    deck.save(out)
+    return out.getvalue()
+
+
+def make_xlsx(sheets: dict[str, list[list[object]]]) -> bytes:
+    """A workbook with one worksheet per name, holding the rows in order."""
+    workbook = openpyxl.Workbook()
+    workbook.remove(workbook.active)
+    for name, rows in sheets.items():
+        sheet = workbook.create_sheet(name)
+        for row in rows:
+            sheet.append(row)
+    out = io.BytesIO()
+    workbook.save(out)
+    return out.getvalue()

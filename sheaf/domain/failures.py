@@ -22,6 +22,13 @@ FILE_FAULTS = frozenset(
         "not_a_docx",
         "corrupt_docx",
         "zip_bomb",
+        "not_a_pptx",
+        "corrupt_pptx",
+        "not_an_xlsx",
+        "corrupt_xlsx",
+        "unsafe_xml",
+        "corrupt_html",
+        "corrupt_image",
         "unsupported_type",
         "blob_missing",  # the upload is gone: only a new upload can help
     }

@@ -57,6 +57,12 @@ class ContentType(StrEnum):
     DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
     TEXT = "text/plain"
     MARKDOWN = "text/markdown"
+    HTML = "text/html"
+    PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+    XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    PNG = "image/png"
+    JPEG = "image/jpeg"
+    TIFF = "image/tiff"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 `LocalExtractor` holds nothing but limits, does no I/O until called and can be pickled,
 so the worker can run it in a child process, where a parser that crashes or loops on a
 hostile file (bad-inputs.md) takes down only that child. Each format module documents
-the `ExtractionError` codes it raises; all of them are permanent failures.
+the `ExtractionError` codes it raises; all of them are permanent failures. Pages without
+text (scans, images) are read by OCR (`sheaf.extract.ocr`) under `OcrOptions`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,18 @@ from pathlib import Path
 from sheaf.domain.models import ContentType, Page
 from sheaf.errors import ExtractionError
 from sheaf.extract.docx import ZipLimits, extract_docx
+from sheaf.extract.html import extract_html
+from sheaf.extract.image import extract_image
+from sheaf.extract.ocr import OcrOptions
 from sheaf.extract.pdf import PdfLimits, extract_pdf
+from sheaf.extract.pptx import extract_pptx
+from sheaf.extract.scan import ocr_textless_pages
 from sheaf.extract.text import extract_text
+from sheaf.extract.xlsx import extract_xlsx
 
-__all__ = ["LocalExtractor", "PdfLimits", "ZipLimits"]
+__all__ = ["LocalExtractor", "OcrOptions", "PdfLimits", "ZipLimits"]
+
+_IMAGES = frozenset({ContentType.PNG, ContentType.JPEG, ContentType.TIFF})
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +35,7 @@ class LocalExtractor:
 
     zip_limits: ZipLimits = field(default_factory=ZipLimits)
     pdf_limits: PdfLimits = field(default_factory=PdfLimits)
+    ocr: OcrOptions = field(default_factory=OcrOptions)
 
     def extract(self, path: Path, content_type: str) -> list[Page]:
         """Pages of text; raises `ExtractionError` for files that can never be read."""
@@ -37,7 +47,15 @@ class LocalExtractor:
                 code="unsupported_type",
             ) from exc
         if kind is ContentType.PDF:
-            return extract_pdf(path, self.pdf_limits)
+            return list(ocr_textless_pages(path, extract_pdf(path, self.pdf_limits), self.ocr))
         if kind is ContentType.DOCX:
             return extract_docx(path, self.zip_limits)
+        if kind is ContentType.PPTX:
+            return list(extract_pptx(path, self.zip_limits))
+        if kind is ContentType.XLSX:
+            return list(extract_xlsx(path, self.zip_limits))
+        if kind is ContentType.HTML:
+            return list(extract_html(path))
+        if kind in _IMAGES:
+            return list(extract_image(path, self.ocr))
         return extract_text(path)

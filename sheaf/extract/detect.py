@@ -7,7 +7,11 @@ magic bytes match the allow-list below, and rejects everything else at upload wi
 like, so the person uploading can act on it.
 
     %PDF- within the first 1024 bytes          → PDF  (junk before the header is common)
-    PK\\x03\\x04 whose entries show a Word body  → DOCX (.docm, .xlsx, .pptx, plain zips: no)
+    PK\\x03\\x04 whose entries show a Word,       → DOCX, PPTX, XLSX (macro-enabled
+      PowerPoint or Excel body                    variants and plain zips: no)
+    \\x89PNG, \\xff\\xd8\\xff, II*\\0 / MM\\0*        → PNG, JPEG, TIFF (read by OCR)
+    <!DOCTYPE html>, <html>, <head> or <body>
+      first (after a BOM, blanks, comments)    → HTML (in any charset it declares)
     BOM-less UTF-8, or a UTF-8/UTF-16 BOM, with
     no NUL and few control characters         → TEXT (MARKDOWN only by a .md filename hint)
 
@@ -18,6 +22,7 @@ bytes tells them apart. It can never make a file acceptable.
 from __future__ import annotations
 
 import codecs
+import re
 import struct
 import unicodedata
 
@@ -33,7 +38,9 @@ PDF_HEADER_WINDOW = 1024
 MAX_BAD_CHAR_RATIO = 0.02
 """Text may hold a few stray control characters or invalid bytes, binary data holds many."""
 
-ACCEPTED = "Sheaf accepts PDF, DOCX, and UTF-8/UTF-16 text or Markdown"
+ACCEPTED = (
+    "Sheaf accepts PDF, DOCX, PPTX, XLSX, HTML, PNG, JPEG, TIFF, and UTF-8/UTF-16 text or Markdown"
+)
 
 _ZIP_LOCAL_HEADER = struct.Struct("<4s2xH10xII2H")  # signature, flags, sizes, name/extra len
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -41,15 +48,32 @@ _ZIP_CENTRAL_MAGIC = b"PK\x01\x02"
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _MARKDOWN_SUFFIXES = (".md", ".markdown")
 _ALLOWED_CONTROLS = frozenset("\t\n\r\f\v")
+_IMAGES: tuple[tuple[bytes, ContentType], ...] = (
+    (b"\x89PNG\r\n\x1a\n", ContentType.PNG),
+    (b"\xff\xd8\xff", ContentType.JPEG),
+    (b"II*\x00", ContentType.TIFF),
+    (b"MM\x00*", ContentType.TIFF),
+)
+# Office packages by the folder of their main part; a macro project there means the
+# macro-enabled variant (.docm/.pptm/.xlsm), which Sheaf does not open.
+_OFFICE_FOLDERS: tuple[tuple[str, ContentType, str], ...] = (
+    ("word/", ContentType.DOCX, "Word"),
+    ("ppt/", ContentType.PPTX, "PowerPoint"),
+    ("xl/", ContentType.XLSX, "Excel"),
+)
+# The WHATWG sniffing rule, narrowed to the tags every HTML page starts with: optional
+# XML prolog, comments and blanks, then a doctype or <html>, <head> or <body>.
+_HTML_START = re.compile(
+    rb"(?:\s|<\?xml[^>]{0,200}\?>|<!--.{0,4096}?-->)*<(?:!doctype\s+html|html|head|body)[\s>/]",
+    re.IGNORECASE | re.DOTALL,
+)
 
 # Recognised only to tell the uploader what they sent; none of these is accepted. Each is
 # specific enough that no plain-text file starts with it (hence no bare "MZ").
 _KNOWN_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (_OLE2_MAGIC, "a legacy Office file (.doc/.xls/.ppt); save it as .docx or PDF"),
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF87a", "a GIF image"),
-    (b"GIF89a", "a GIF image"),
+    (b"GIF87a", "a GIF image; save it as PNG"),
+    (b"GIF89a", "a GIF image; save it as PNG"),
     (b"\x7fELF", "an ELF executable"),
     (b"\x1f\x8b", "a gzip archive"),
     (b"Rar!\x1a\x07", "a RAR archive"),
@@ -69,13 +93,17 @@ def detect_content_type(head: bytes, filename: str | None = None) -> ContentType
     if not head:
         raise _unsupported("an empty file")
     if head.startswith(_ZIP_MAGIC):
-        _check_word_package(head)
-        return ContentType.DOCX
+        return _office_package(head)
+    for magic, kind in _IMAGES:
+        if head.startswith(magic):
+            return kind
     for magic, description in _KNOWN_SIGNATURES:
         if head.startswith(magic):
             raise _unsupported(description)
     if b"%PDF-" in head[: PDF_HEADER_WINDOW + 4]:
         return ContentType.PDF
+    if _looks_like_html(head):
+        return ContentType.HTML
     _check_text(head)
     if filename is not None and filename.lower().endswith(_MARKDOWN_SUFFIXES):
         return ContentType.MARKDOWN
@@ -86,24 +114,38 @@ def _unsupported(description: str) -> UnsupportedType:
     return UnsupportedType(f"{ACCEPTED}; this file looks like {description}.")
 
 
-def _check_word_package(head: bytes) -> None:
-    """Accept a zip only if its leading entries look like a Word (not macro) document.
+def _office_package(head: bytes) -> ContentType:
+    """The Office format whose main-part folder the zip's leading entries show.
 
     The entry names are read from the local file headers inside `head`. When the walk
     cannot reach the end of the entries (the head ends first, or sizes are deferred to
-    data descriptors), the `[Content_Types].xml` of an Office package is benefit enough
-    of the doubt: the extractor checks the whole package before opening it.
+    data descriptors) and no folder was seen yet, the `[Content_Types].xml` of an Office
+    package is benefit enough of the doubt for DOCX, as before other formats were read:
+    the extractor checks the whole package's declared type before opening it.
     """
     names, complete = _zip_entry_names(head)
-    if any(name.startswith("word/vbaProject") for name in names):
-        raise _unsupported("a macro-enabled Word document (.docm); save it as .docx")
-    if any(name.startswith(("xl/", "ppt/")) for name in names):
-        raise _unsupported("an Excel or PowerPoint file, not a Word document")
-    if any(name.startswith("word/") for name in names):
-        return
-    if not complete and (b"word/" in head or b"[Content_Types].xml" in head):
-        return
-    raise _unsupported("a ZIP archive that is not a Word document")
+    for folder, _, product in _OFFICE_FOLDERS:
+        if any(name.startswith(folder + "vbaProject") for name in names):
+            raise _unsupported(f"a macro-enabled {product} file; save it without macros")
+    for folder, kind, _ in _OFFICE_FOLDERS:
+        if any(name.startswith(folder) for name in names):
+            return kind
+    if not complete:
+        for folder, kind, _ in _OFFICE_FOLDERS:
+            if folder.encode() in head:
+                return kind
+        if b"[Content_Types].xml" in head:
+            return ContentType.DOCX
+    raise _unsupported("a ZIP archive that is not a Word, PowerPoint or Excel document")
+
+
+def _looks_like_html(head: bytes) -> bool:
+    """True if the markup starts like an HTML page, in UTF-16 (by BOM) or any charset
+    that writes ASCII as ASCII (UTF-8, the ISO-8859 and Windows code pages, Shift_JIS...)."""
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        text = codecs.getincrementaldecoder("utf-16")(errors="replace").decode(head[:2048])
+        head = text.encode("ascii", "replace")
+    return _HTML_START.match(head.removeprefix(codecs.BOM_UTF8)[:8192]) is not None
 
 
 def _zip_entry_names(head: bytes) -> tuple[list[str], bool]:

@@ -1,11 +1,9 @@
 """DOCX text with python-docx, after the zip directory has been judged safe to open.
 
 python-docx reads every part of the package fully into memory, so a zip bomb would be
-inflated before any of our code sees a paragraph (bad-inputs.md #14). The central
-directory states every entry's size up front; `check_package` refuses the file from
-those numbers alone, reading no member data except the small `[Content_Types].xml`.
-Python's zipfile never inflates a member past its declared size (it stops there and the
-CRC check fails), so a directory that lies about sizes cannot get past the limits either.
+inflated before any of our code sees a paragraph (bad-inputs.md #14). `check_package`
+refuses the file from the zip directory alone (`sheaf.extract.ooxml`, shared with PPTX and
+XLSX), reading no member data except the small `[Content_Types].xml`.
 
 Error codes the caller may rely on:
 
@@ -23,7 +21,6 @@ from __future__ import annotations
 
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import docx
@@ -33,22 +30,13 @@ from docx.text.paragraph import Paragraph
 
 from sheaf.domain.models import Page
 from sheaf.errors import ExtractionError
+from sheaf.extract.ooxml import CONTENT_TYPES, ZipLimits, check_sizes, content_types
 from sheaf.extract.text import clean_text
 
-_CONTENT_TYPES = "[Content_Types].xml"
+__all__ = ["ZipLimits", "check_package", "extract_docx"]
+
 _WORD_MAIN = b"application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"
 _MACRO_MAIN = b"application/vnd.ms-word.document.macroEnabled.main+xml"
-_RATIO_FLOOR_BYTES = 1024 * 1024  # below this an entry's ratio cannot hurt anyone
-_MAX_CONTENT_TYPES_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ZipLimits:
-    """What a Word package may declare before Sheaf refuses to open it."""
-
-    max_uncompressed_bytes: int = 200 * 1024 * 1024
-    max_ratio: float = 100.0
-    max_entries: int = 10_000
 
 
 def extract_docx(path: Path, limits: ZipLimits | None = None) -> list[Page]:
@@ -69,35 +57,17 @@ def check_package(path: Path, limits: ZipLimits) -> None:
     """Refuse bombs, broken zips and non-Word packages from the directory alone."""
     try:
         with zipfile.ZipFile(path) as archive:
-            _check_sizes(archive.infolist(), limits)
+            check_sizes(archive.infolist(), limits, "DOCX")
             _check_content_types(archive)
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise _corrupt(exc) from exc
 
 
-def _check_sizes(entries: list[zipfile.ZipInfo], limits: ZipLimits) -> None:
-    if len(entries) > limits.max_entries:
-        raise _bomb(f"it has {len(entries)} entries (limit {limits.max_entries})")
-    total = sum(entry.file_size for entry in entries)
-    if total > limits.max_uncompressed_bytes:
-        raise _bomb(f"it unpacks to {total} bytes (limit {limits.max_uncompressed_bytes})")
-    for entry in entries:
-        ratio = entry.file_size / max(entry.compress_size, 1)
-        if entry.file_size > _RATIO_FLOOR_BYTES and ratio > limits.max_ratio:
-            raise _bomb(
-                f"entry {entry.filename!r} expands {ratio:.0f} times (limit {limits.max_ratio:g})"
-            )
-
-
 def _check_content_types(archive: zipfile.ZipFile) -> None:
     """The package must declare a Word main document, and not a macro-enabled one."""
-    try:
-        info = archive.getinfo(_CONTENT_TYPES)
-    except KeyError as exc:
-        raise _not_a_docx("it is a ZIP archive without Office content types") from exc
-    if info.file_size > _MAX_CONTENT_TYPES_BYTES:
-        raise _not_a_docx(f"its {_CONTENT_TYPES} is implausibly large")
-    declared = archive.read(info)
+    declared = content_types(archive)
+    if declared is None:
+        raise _not_a_docx(f"it is a ZIP archive without a plausible {CONTENT_TYPES}")
     if _MACRO_MAIN in declared:
         raise _not_a_docx("it is a macro-enabled Word document (.docm); save it as .docx")
     if _WORD_MAIN not in declared:
@@ -119,10 +89,6 @@ def _row_text(cells: list[docx.table._Cell]) -> str:
             texts.append(" ".join(cell.text.split()))
         previous = cell._tc
     return " | ".join(texts)
-
-
-def _bomb(why: str) -> ExtractionError:
-    return ExtractionError(f"The DOCX was refused as a possible zip bomb: {why}.", code="zip_bomb")
 
 
 def _corrupt(exc: Exception) -> ExtractionError:

@@ -1,4 +1,4 @@
-"""Every case of bad-inputs.md #1-#24 and #26 ends as specified.
+"""Every case of bad-inputs.md #1-#24, #26 and #31-#35 ends as specified.
 
 Two kinds of outcome: the HTTP status of the upload (the aiohttp app on the in-memory
 fakes), or the document's final status and `error_code` after the real pipeline ran it
@@ -11,11 +11,13 @@ worker survives whatever the file did to its child.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 import unicodedata
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +30,7 @@ from sheaf.extract.isolated import IsolatedExtractor
 from sheaf.services.deps import Deps
 from sheaf.services.ingest import accept_upload
 from sheaf.services.processing import process_document
-from tests.bad_inputs import docx, hostile, pdf, upload
+from tests.bad_inputs import docx, hostile, images, office, pdf, upload
 from tests.unit.conftest import make_deps
 from worker.runner import Worker
 
@@ -165,6 +167,97 @@ async def test_a_pathological_docx_is_stopped_by_the_time_limit(deps: Deps) -> N
     assert (doc.status, doc.error_code) == (Status.FAILED, "timeout")
     assert TIMEOUT <= elapsed < TIMEOUT + 4  # the limit, plus start-up and kill on a busy box
     assert "SHEAF_EXTRACT_TIMEOUT_SECONDS" in (doc.last_error or "")
+
+
+# --- images and OCR: #31-#33 -------------------------------------------------------------
+
+IMAGE_CASES = {
+    "31-png-pixel-bomb": (images.png_pixel_bomb, ContentType.PNG, "image_too_large"),
+    "31-tiff-pixel-bomb": (images.tiff_pixel_bomb, ContentType.TIFF, "image_too_large"),
+    "32-truncated-png": (images.truncated_png, ContentType.PNG, "corrupt_image"),
+    "32-truncated-jpeg": (images.truncated_jpeg, ContentType.JPEG, "corrupt_image"),
+    "32-tiff-10000-frames": (images.tiff_with_frames, ContentType.TIFF, "ocr_page_limit"),
+}
+
+
+@pytest.mark.parametrize(("make", "kind", "code"), IMAGE_CASES.values(), ids=IMAGE_CASES)
+async def test_image_case(
+    deps: Deps, make: Callable[[], bytes], kind: ContentType, code: str
+) -> None:
+    started = time.monotonic()
+    doc = await assert_ends_as(deps, make(), code)
+    assert doc.content_type == kind
+    assert time.monotonic() - started < TIMEOUT + 5  # refused from headers, not by the limit
+
+
+@pytest.mark.usefixtures("tesseract")
+async def test_ocr_past_the_time_limit_fails_only_its_document(deps: Deps) -> None:
+    """#33: the child is killed at the limit, and its Tesseract dies with it."""
+    page = images.dense_page()
+    started = time.monotonic()
+    doc = await assert_ends_as(deps, page, "timeout")
+    assert time.monotonic() - started < TIMEOUT + 8
+    assert doc.content_type == ContentType.PNG
+    await asyncio.sleep(0.5)
+    assert _ocr_processes() == []
+
+
+def _ocr_processes() -> list[int]:
+    """Pids of Tesseract processes started the way Sheaf starts them."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if argv[0].endswith(b"tesseract") and argv[1:3] == [b"stdin", b"stdout"]:
+                found.append(int(entry.name))
+    return found
+
+
+# --- PPTX, XLSX, HTML: #34, #35 ---------------------------------------------------------
+
+OFFICE_CASES = {
+    "34-pptx-zip-bomb": (office.pptx_zip_bomb, ContentType.PPTX, "zip_bomb"),
+    "34-xlsx-zip-bomb": (office.xlsx_zip_bomb, ContentType.XLSX, "zip_bomb"),
+    "34-pptx-external-entity": (office.pptx_external_entity, ContentType.PPTX, "unsafe_xml"),
+    "34-xlsx-external-entity": (office.xlsx_external_entity, ContentType.XLSX, "unsafe_xml"),
+    "34-xlsx-entity-expansion": (office.xlsx_entity_expansion, ContentType.XLSX, "unsafe_xml"),
+    "34-xlsx-bad-crc": (office.xlsx_bad_crc, ContentType.XLSX, "corrupt_xlsx"),
+    "35-html-deeply-nested": (
+        lambda: office.html_deeply_nested(100_000),
+        ContentType.HTML,
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize(("make", "kind", "code"), OFFICE_CASES.values(), ids=OFFICE_CASES)
+async def test_office_and_html_case(
+    deps: Deps, make: Callable[[], bytes], kind: ContentType, code: str | None
+) -> None:
+    doc = await assert_ends_as(deps, make(), code)
+    assert doc.content_type == kind
+
+
+async def test_html_in_a_legacy_charset_is_indexed_without_its_scripts(deps: Deps) -> None:
+    """#35: accepted at upload although not UTF-8; scripts and styles never indexed."""
+    page = (
+        '<html><head><meta charset="windows-1252"><style>p{}</style>'
+        "<script>var apiKey = 'leaked';</script></head>"
+        "<body><p>Caf\u00e9 cr\u00e8me \u2013 na\u00efve r\u00e9sum\u00e9</p></body></html>"
+    ).encode("cp1252")
+    doc = await assert_ends_as(deps, page, None)
+    [chunk] = await deps.store.document_chunks(doc.id)
+    assert chunk.text == "Caf\u00e9 cr\u00e8me \u2013 na\u00efve r\u00e9sum\u00e9"
+
+
+def test_html_of_50_mb_on_one_line_is_read_in_the_child(tmp_path: Path) -> None:
+    """#35: parsed whole inside the child's memory limit (the pipeline then chunks it)."""
+    path = tmp_path / "one-line.html"
+    data = office.html_one_line()
+    path.write_bytes(data)
+    with IsolatedExtractor(60.0, MEMORY, 1) as extractor:
+        [page] = extractor.extract(path, ContentType.HTML)
+    assert len(page.text) == len(data.split(b"<p>")[1].split(b"</p>")[0].strip())
 
 
 # --- the child itself fails: #8's segfault, endless loops, memory exhaustion -------------

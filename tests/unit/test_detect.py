@@ -8,12 +8,19 @@ import pytest
 
 from sheaf.domain.models import ContentType
 from sheaf.errors import UnsupportedType
-from sheaf.extract.detect import HEAD_BYTES, detect_content_type
-from tests.samples import make_docx, make_pdf, make_utf16_text, make_zip, rezip_docx
+from sheaf.extract.detect import ACCEPTED, HEAD_BYTES, detect_content_type
+from tests.samples import (
+    make_docx,
+    make_image,
+    make_pdf,
+    make_pptx,
+    make_utf16_text,
+    make_xlsx,
+    make_zip,
+    rezip_docx,
+)
 
 pytestmark = pytest.mark.unit
-
-ACCEPTED = "Sheaf accepts PDF, DOCX, and UTF-8/UTF-16 text or Markdown"
 
 
 def detect(data: bytes, filename: str | None = None) -> ContentType:
@@ -49,14 +56,14 @@ def test_docx_is_docx_whatever_its_name() -> None:
         (b"", "empty"),
         (make_zip({"a.txt": b"hello", "b.txt": b"world"}), "ZIP archive"),
         (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600, "legacy Office"),
-        (b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" * 20, "PNG"),
+        (b"GIF89a" + b"\x00\x01" * 20, "GIF"),
         (b"\x7fELF\x02\x01\x01" + b"\x00" * 100, "ELF"),
         (bytes(range(256)) * 4, "binary"),
         ("utf-32 text".encode("utf-32"), "UTF-32"),
-        (make_zip({"[Content_Types].xml": b"<Types/>", "xl/workbook.xml": b"<x/>"}), "Excel"),
+        (make_zip({"xl/vbaProject.bin": b"\x00", "xl/workbook.xml": b"<x/>"}), "macro-enabled"),
         (make_zip({"[Content_Types].xml": b"<T/>", "visio/page.xml": b"<v/>"}), "not a Word"),
     ],
-    ids=["empty", "plain-zip", "ole2-doc", "png", "elf", "binary", "utf-32", "xlsx", "other-ooxml"],
+    ids=["empty", "plain-zip", "ole2-doc", "gif", "elf", "binary", "utf-32", "xlsm", "other-ooxml"],
 )
 def test_unsupported_files_are_named(data: bytes, says: str) -> None:
     assert says in rejection(data, "innocent.docx")
@@ -109,3 +116,50 @@ def test_filename_only_labels_text_as_markdown() -> None:
     assert detect(b"# Title\n\nBody", "notes.txt") is ContentType.TEXT
     assert detect(make_pdf(["x"]), "evil.md") is ContentType.PDF
     rejection(b"\x7fELF\x02\x01\x01" + b"\x00" * 100, "evil.md")
+
+
+@pytest.mark.parametrize(
+    ("format_", "kind"),
+    [("PNG", ContentType.PNG), ("JPEG", ContentType.JPEG), ("TIFF", ContentType.TIFF)],
+)
+def test_images_are_detected_by_their_signature(format_: str, kind: ContentType) -> None:
+    assert detect(make_image(["scanned words"], format_=format_), "photo.pdf") is kind
+
+
+def test_big_endian_tiff_is_tiff() -> None:
+    assert detect(b"MM\x00*\x00\x00\x00\x08" + bytes(200)) is ContentType.TIFF
+
+
+def test_pptx_and_xlsx_are_detected_by_their_folders() -> None:
+    assert detect(make_pptx([("Title", "body")]), "deck.docx") is ContentType.PPTX
+    assert detect(make_xlsx({"Sheet": [["a", 1]]}), "book.pdf") is ContentType.XLSX
+
+
+def test_macro_enabled_powerpoint_is_refused_at_upload() -> None:
+    pptm = make_zip({"ppt/vbaProject.bin": b"\x00", "[Content_Types].xml": b"<T/>"})
+    assert "macro-enabled PowerPoint" in rejection(pptm)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"<!DOCTYPE html><html><body>hi</body></html>",
+        b"<!doctype HTML>\n<title>x</title>",
+        b"  \n<HTML lang=en><p>hi",
+        b"<!-- saved from url -->\n<html>",
+        b'<?xml version="1.0" encoding="utf-8"?>\n<html xmlns="http://www.w3.org/1999/xhtml">',
+        codecs.BOM_UTF8 + b"<head><meta charset=utf-8>",
+        b"<body>\xe9t\xe9 en latin-1 \xe0 la plage" * 50,  # not UTF-8: still HTML
+        make_utf16_text("<!DOCTYPE html><html><body>hi</body></html>"),
+    ],
+    ids=["doctype", "upper", "blanks", "comment", "xhtml", "bom", "latin1", "utf16"],
+)
+def test_html_is_detected_by_its_opening_markup(data: bytes) -> None:
+    assert detect(data, "page.txt") is ContentType.HTML
+
+
+@pytest.mark.parametrize(
+    "data", [b"<p>just a fragment</p>", b"notes about <html> tags", b"<htmlish>"]
+)
+def test_text_that_mentions_markup_is_still_text(data: bytes) -> None:
+    assert detect(data) is ContentType.TEXT

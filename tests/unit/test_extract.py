@@ -16,7 +16,7 @@ from tests.samples import encrypt_pdf, make_docx, make_pdf, make_utf16_text, mak
 
 pytestmark = pytest.mark.unit
 
-PDF, DOCX, TEXT, MARKDOWN = (t.value for t in ContentType)
+PDF, DOCX, TEXT, MARKDOWN = (t.value for t in list(ContentType)[:4])
 
 
 class Extract(Protocol):
@@ -147,7 +147,7 @@ def test_docx_with_a_bad_crc_is_corrupt(extract: Extract) -> None:
             "macro-enabled",
         ),
         (make_zip({"[Content_Types].xml": b"<Types/>", "xl/workbook.xml": b"<x/>"}), "another"),
-        (make_zip({"readme.txt": b"just a zip"}), "without Office content types"),
+        (make_zip({"readme.txt": b"just a zip"}), "without a plausible [Content_Types].xml"),
     ],
     ids=["docm", "xlsx", "plain-zip"],
 )
@@ -197,7 +197,7 @@ def test_markdown_is_extracted_as_text(extract: Extract) -> None:
 
 
 def test_an_unknown_content_type_is_a_permanent_failure(extract: Extract) -> None:
-    assert failure(extract, b"x", "image/png").code == "unsupported_type"
+    assert failure(extract, b"x", "image/gif").code == "unsupported_type"
 
 
 def declare_size(data: bytes, name: str, size: int) -> bytes:

@@ -51,7 +51,7 @@ function dropZone(pick) {
     "section",
     { class: "dropzone", "aria-labelledby": "drop-title" },
     h("h2", { id: "drop-title" }, "Add files"),
-    h("p", {}, "Drop files or a whole folder here, or choose them below. Sheaf reads PDF, Word (.docx), text and Markdown files."),
+    h("p", {}, "Drop files or a whole folder here, or choose them below. Sheaf reads PDF (scans too), Word, PowerPoint and Excel files (.docx, .pptx, .xlsx), web pages (.html), images (PNG, JPEG, TIFF), text and Markdown."),
     h("div", { class: "field" }, h("label", { for: "files" }, "Files"), files),
     h("div", { class: "field" }, h("label", { for: "folder" }, "A folder (every file in it)"), folder),
   );
