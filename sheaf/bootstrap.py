@@ -20,7 +20,7 @@ from sheaf.adapters.embed_lexical import LexicalEmbedder
 from sheaf.adapters.sql import open_store
 from sheaf.adapters.sql.migrate import check_schema, upgrade
 from sheaf.config import Settings
-from sheaf.extract import LocalExtractor
+from sheaf.extract import LocalExtractor, PdfLimits
 from sheaf.extract.isolated import IsolatedExtractor
 from sheaf.ports import BlobStore, Embedder, MessageBus
 from sheaf.services.deps import Deps
@@ -62,7 +62,9 @@ async def open_deps(settings: Settings, *, warm_extractor: bool = False) -> Asyn
             settings.extract_timeout_seconds,
             settings.extract_memory_bytes,
             settings.extract_processes,
-            extractor=LocalExtractor(),
+            extractor=LocalExtractor(
+                pdf_limits=PdfLimits(settings.document_max_bytes, settings.document_max_pages)
+            ),
         )
         stack.callback(extractor.close)
         if warm_extractor:

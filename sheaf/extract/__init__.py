@@ -8,6 +8,7 @@ the `ExtractionError` codes it raises; all of them are permanent failures.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +28,9 @@ class LocalExtractor:
     zip_limits: ZipLimits = field(default_factory=ZipLimits)
     pdf_limits: PdfLimits = field(default_factory=PdfLimits)
 
-    def extract(self, path: Path, content_type: str) -> list[Page]:
-        """Pages of text; raises `ExtractionError` for files that can never be read."""
+    def extract(self, path: Path, content_type: str) -> Iterator[Page]:
+        """Pages of text as they are read; raises `ExtractionError` (while iterating) for
+        files that can never be read."""
         try:
             kind = ContentType(content_type)
         except ValueError as exc:
@@ -37,7 +39,8 @@ class LocalExtractor:
                 code="unsupported_type",
             ) from exc
         if kind is ContentType.PDF:
-            return extract_pdf(path, self.pdf_limits)
-        if kind is ContentType.DOCX:
-            return extract_docx(path, self.zip_limits)
-        return extract_text(path)
+            yield from extract_pdf(path, self.pdf_limits)
+        elif kind is ContentType.DOCX:
+            yield from extract_docx(path, self.zip_limits)
+        else:
+            yield from extract_text(path)

@@ -1,0 +1,104 @@
+"""A document's chunks as a stream of bounded batches, pulled from the extractor on demand.
+
+The extractor yields pages as it reads them and `iter_chunks` turns them into chunks as
+they come, so what the worker holds for a document is one batch of chunks, one chunk's
+words and one piece of a page, whatever the document's size. Both run in a thread (a
+parser and a chunker are CPU-bound, and other documents' heartbeats must keep running),
+one batch per hop. The per-document limits of `Settings` are enforced as the stream
+goes, so a document over a limit fails as soon as it crosses it:
+
+    too_many_pages    more than SHEAF_DOCUMENT_MAX_PAGES pages
+    too_many_chunks   more than SHEAF_DOCUMENT_MAX_CHUNKS chunks
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+
+from sheaf.config import Settings
+from sheaf.domain.chunking import iter_chunks
+from sheaf.domain.models import Chunk, Page
+from sheaf.errors import PermanentError
+
+
+class ChunkStream:
+    """The chunks of one document, `batch` at a time; counts pages and chunks as it goes.
+
+    `on_progress` is called (from the reading thread) for every page read: the attempt's
+    deadline is measured from the last progress. Call `aclose` when done, also early.
+    """
+
+    def __init__(
+        self,
+        pages: Iterable[Page],
+        settings: Settings,
+        batch: int,
+        on_progress: Callable[[], None],
+    ) -> None:
+        self._pages = iter(pages)
+        self._settings = settings
+        self._batch = batch
+        self._on_progress = on_progress
+        self._chunks = iter_chunks(self._counted(), settings.chunk_size, settings.chunk_overlap)
+        self._step: asyncio.Future[list[Chunk]] | None = None
+        self.pages = 0
+        self.chunks = 0
+        self.extract_seconds = 0.0  # time spent waiting on the extractor, not chunking
+
+    async def next_batch(self) -> list[Chunk]:
+        """The next batch of chunks, empty at the end of the document."""
+        self._step = asyncio.ensure_future(asyncio.to_thread(self._read_batch))
+        # Shielded: a cancelled attempt must not forget a step still running in its
+        # thread; `aclose` waits for it before closing the extractor's iterator.
+        return await asyncio.shield(self._step)
+
+    async def aclose(self) -> None:
+        """Close the extractor's iterator (an isolated child stops parsing at once), from a
+        thread and never while a step still runs in one."""
+        close: Callable[[], object] | None = getattr(self._pages, "close", None)
+        if close is None:
+            return
+        step = self._step
+        if step is not None and not step.done():
+            loop = asyncio.get_running_loop()
+            step.add_done_callback(lambda _: loop.run_in_executor(None, close))
+            return
+        await asyncio.shield(asyncio.to_thread(close))
+
+    def _read_batch(self) -> list[Chunk]:
+        batch = list(islice(self._chunks, self._batch))
+        self.chunks += len(batch)
+        limit = self._settings.document_max_chunks
+        if self.chunks > limit:
+            raise PermanentError(
+                f"the document makes more than {limit} chunks (SHEAF_DOCUMENT_MAX_CHUNKS); "
+                "split it into smaller files, or raise the limit",
+                code="too_many_chunks",
+            )
+        return batch
+
+    def _counted(self) -> Iterator[Page]:
+        """The extractor's pages, timed and counted against the page limit."""
+        number = None
+        limit = self._settings.document_max_pages
+        while True:
+            started = time.perf_counter()
+            page = next(self._pages, None)
+            self.extract_seconds += time.perf_counter() - started
+            if page is None:
+                return
+            self._on_progress()
+            if page.number != number:  # a new page, not another piece of the same one
+                number = page.number
+                self.pages += 1
+                if self.pages > limit:
+                    raise PermanentError(
+                        f"the document has more than {limit} pages "
+                        "(SHEAF_DOCUMENT_MAX_PAGES); split it into smaller files, or raise "
+                        "the limit",
+                        code="too_many_pages",
+                    )
+            yield page
