@@ -22,7 +22,16 @@ from bench.harness import (
 )
 from bench.postgres import server_version
 
-BENCHMARKS = ("overhead", "leases", "upload", "embedding", "search")
+BENCHMARKS = (
+    "overhead",
+    "leases",
+    "upload",
+    "embedding",
+    "search",
+    "memory",
+    "scale",
+    "quota",
+)
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 

@@ -63,14 +63,14 @@ def status_bytes(field: str, pid: int | str = "self") -> int:
     return int(match.group(1)) * 1024
 
 
-async def _body(path: Path) -> AsyncIterator[bytes]:
+async def file_body(path: Path) -> AsyncIterator[bytes]:
     with path.open("rb") as file:
         while block := file.read(READ_BYTES):
             yield block
 
 
 async def _process(deps: Deps, path: Path, collection: str) -> str:
-    await accept_upload(deps, collection, path.name, _body(path))
+    await accept_upload(deps, collection, path.name, file_body(path))
     [lease] = await deps.store.claim_queued_documents("probe", deps.settings.lease_seconds, 1)
     return await process_document(deps, lease)
 
@@ -80,7 +80,7 @@ async def measure(config: Settings, path: Path, workdir: Path) -> dict[str, Any]
         warm_up = workdir / "warm-up.txt"
         warm_up.write_text("a small document to warm the worker up\n" * 200)
         await _process(deps, warm_up, "warm")
-        await accept_upload(deps, "probe", path.name, _body(path))
+        await accept_upload(deps, "probe", path.name, file_body(path))
         [lease] = await deps.store.claim_queued_documents("probe", config.lease_seconds, 1)
         gc.collect()
         Path("/proc/self/clear_refs").write_text("5")  # the peak mark restarts from now
