@@ -249,6 +249,14 @@ class Settings(BaseModel):
     extract_processes: int = Field(
         2, ge=1, le=64, description="Extraction child processes per worker, reused."
     )
+    worker_memory_bytes: int = Field(
+        1024**3,
+        ge=0,
+        description="Resident memory of a worker process above which the document asking "
+        "for its next batch fails with `worker_memory_limit` (transient), rather than the "
+        "kernel killing the worker with every document in it; 0 = no limit. Extraction "
+        "children have their own (SHEAF_EXTRACT_MEMORY_BYTES).",
+    )
     chunk_size: int = Field(1200, ge=100, description="Target chunk length in characters.")
     chunk_overlap: int = Field(200, ge=0, description="Characters shared by neighbour chunks.")
     embed_batch_size: int = Field(64, ge=1, description="Chunks embedded and written per batch.")

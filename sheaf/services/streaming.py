@@ -9,11 +9,17 @@ goes, so a document over a limit fails as soon as it crosses it:
 
     too_many_pages    more than SHEAF_DOCUMENT_MAX_PAGES pages
     too_many_chunks   more than SHEAF_DOCUMENT_MAX_CHUNKS chunks
+
+and the worker's own memory limit is checked at every batch: past
+SHEAF_WORKER_MEMORY_BYTES of resident memory, the document asking for more fails with
+the transient `worker_memory_limit` (retried later, when the worker may hold less),
+rather than the kernel's OOM killer taking the worker and every document in it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import resource
 import time
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -21,7 +27,9 @@ from itertools import islice
 from sheaf.config import Settings
 from sheaf.domain.chunking import iter_chunks
 from sheaf.domain.models import Chunk, Page
-from sheaf.errors import PermanentError
+from sheaf.errors import PermanentError, TransientError
+
+MiB = 1024 * 1024
 
 
 class ChunkStream:
@@ -78,7 +86,20 @@ class ChunkStream:
                 "split it into smaller files, or raise the limit",
                 code="too_many_chunks",
             )
+        self._check_memory()
         return batch
+
+    def _check_memory(self) -> None:
+        limit = self._settings.worker_memory_bytes
+        resident = resident_bytes()
+        if limit and resident is not None and resident > limit:
+            raise TransientError(
+                f"the worker holds {resident // MiB} MiB, more than SHEAF_WORKER_MEMORY_BYTES "
+                f"({limit // MiB} MiB), so this document stopped to spare the others; it "
+                "will be retried. Lower SHEAF_CONCURRENCY or SHEAF_EMBED_BATCH_SIZE, or give "
+                "the worker more memory and raise the limit",
+                code="worker_memory_limit",
+            )
 
     def _counted(self) -> Iterator[Page]:
         """The extractor's pages, timed and counted against the page limit."""
@@ -102,3 +123,13 @@ class ChunkStream:
                         code="too_many_pages",
                     )
             yield page
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory (Linux: /proc/self/statm); None where unknown."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * resource.getpagesize()

@@ -17,6 +17,7 @@ from sheaf.errors import StoreUnavailable, TransientError
 from sheaf.services.deps import Deps
 from sheaf.services.ingest import accept_upload
 from sheaf.services.processing import process_document
+from sheaf.services.streaming import resident_bytes
 from tests.samples import make_pdf
 from tests.unit.conftest import make_deps
 from worker.runner import Worker
@@ -416,3 +417,16 @@ async def test_a_document_over_a_limit_fails_with_the_limits_name(limit: str, co
     failed = await doc(deps, created.id)
     assert (failed.status, failed.error_code) == (Status.FAILED, code)
     assert f"SHEAF_{limit.upper()}" in (failed.last_error or "")
+
+
+async def test_a_worker_over_its_memory_limit_fails_the_document_asking_for_more() -> None:
+    """The limit is on this process's resident memory, which any test run exceeds at
+    1 MiB; the same document completes under the default limit."""
+    if resident_bytes() is None:
+        pytest.skip("a process's resident memory is read from Linux's /proc")
+    deps = make_deps(worker_memory_bytes=1024 * 1024)
+    created = await put(deps)
+    assert await process_document(deps, await claim(deps)) == "transient:worker_memory_limit"
+    stopped = await doc(deps, created.id)
+    assert (stopped.status, stopped.error_code) == (Status.QUEUED, "worker_memory_limit")
+    assert "SHEAF_WORKER_MEMORY_BYTES" in (stopped.last_error or "")
