@@ -15,12 +15,13 @@ The same for requests; the larger share is the binding one. Target: ≥ 90%.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from bench.corpus import CorpusFile, text_corpus
 from bench.harness import Context, percent
 from bench.overhead import UPLOAD_CONCURRENCY, _running_sheaf
-from bench.sheafproc import free_port, upload_all, wait_done
+from bench.sheafproc import free_port, read_back, upload_all, wait_done
 from tests.openai_fake import FakeOpenAI, Quota
 
 NAME = "quota"
@@ -63,6 +64,7 @@ async def run(ctx: Context) -> None:
             "token share",
             "request share",
             "429s",
+            "documents",
             f"binding share ≥ {TARGET:.0%}",
         ],
         rows,
@@ -94,11 +96,13 @@ async def _one_run(
             await sheaf.ready(api)
             started = time.monotonic()
             try:
-                await upload_all(api, [f.path for f in files], UPLOAD_CONCURRENCY)
+                sent = await upload_all(api, [f.path for f in files], UPLOAD_CONCURRENCY)
                 await wait_done(api, len(files), within=600)
             except Exception as exc:
                 raise RuntimeError(f"{exc}\nSheaf's log ends with:\n{sheaf.tail()}") from exc
             seconds = time.monotonic() - started
+        documents = await read_back(settings["SHEAF_DATABASE_URL"], list(sent))
+    outcomes = Counter(d.error_code or d.status.value for d in documents)
     token_share, request_share = _shares(quota)
     binding = max(token_share, request_share)
     return (
@@ -108,6 +112,7 @@ async def _one_run(
         percent(token_share),
         percent(request_share),
         quota.refused,
+        ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items())),
         percent(binding) + ("" if binding >= TARGET else " **miss**"),
     )
 

@@ -353,6 +353,29 @@ async def test_429_honours_retry_after_seconds(openai_fake: FakeOpenAI, azure: M
     assert len(openai_fake.requests) == 2
 
 
+async def test_429s_that_say_when_are_waits_not_failed_tries(
+    openai_fake: FakeOpenAI, azure: Make
+) -> None:
+    """A shared quota may turn a request away many times; each time it says when to come
+    back, the request waits (a little more), and no try is counted against it."""
+    openai_fake.fail_next(Fault.throttle(retry_after_ms=50), times=5)
+
+    assert_vectors(await azure(max_attempts=2).embed(["hello"]), ["hello"])
+
+    assert [request.status for request in openai_fake.requests] == [429] * 5 + [200]
+
+
+async def test_waits_for_the_quota_are_bounded_in_sum(openai_fake: FakeOpenAI, azure: Make) -> None:
+    openai_fake.fail_next(Fault.throttle(retry_after_ms=100), times=10)
+
+    with pytest.raises(TransientError) as caught:
+        await azure(max_throttled_seconds=0.35).embed(["hello"])
+
+    assert caught.value.code == "embedding_throttled"
+    assert "s of waits it asked for" in caught.value.message
+    assert len(openai_fake.requests) <= 4
+
+
 async def test_a_quota_is_sustained_through_its_429s(openai_fake: FakeOpenAI, azure: Make) -> None:
     """The fake's quota refuses what does not fit and says when it would; the embedder
     waits that long and gets every vector, at the quota's rate and no faster."""
