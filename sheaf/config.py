@@ -197,8 +197,8 @@ class Settings(BaseModel):
         300.0,
         gt=0,
         description="Longest an attempt may go without progress (a page extracted, a batch "
-        "of chunks written) before it is abandoned; a document that keeps progressing is "
-        "never stopped for its size.",
+        "of chunks written) from its first page on before it is abandoned; a document that "
+        "keeps progressing is never stopped for its size.",
     )
     document_deadline_seconds: float = Field(
         3600.0,

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import tempfile
 import time
 from collections import deque
@@ -67,6 +68,12 @@ class Stages:
     def progress(self) -> None:
         """A page was read or chunks were written; safe from any thread."""
         self.progressed_at = time.monotonic()
+
+    def awaiting_extraction(self) -> None:
+        """Until the first page, the stall clock stops: the document may be waiting for a
+        free extraction process (held by other documents, for as long as they stream),
+        and a parser stuck on a page is the extractor's to stop (its per-page limit)."""
+        self.progressed_at = math.inf
 
     @contextlib.asynccontextmanager
     async def stage(self, name: str) -> AsyncIterator[None]:
@@ -283,6 +290,7 @@ async def _pipeline(deps: Deps, lease: Lease, stages: Stages) -> Completion:
         # Extraction, chunking, embedding and writing run interleaved, a batch at a time:
         # the document is never in memory whole (sheaf.services.streaming).
         pages = deps.extractor.extract(path, lease.content_type)
+        stages.awaiting_extraction()
         stream = ChunkStream(pages, settings, settings.embed_batch_size, stages.progress)
         try:
             await _index(deps, lease, stages, stream)

@@ -72,7 +72,13 @@ class ChunkStream:
         step = self._step
         if step is not None and not step.done():
             loop = asyncio.get_running_loop()
-            step.add_done_callback(lambda _: loop.run_in_executor(None, close))
+
+            def close_after(done: asyncio.Future[list[Chunk]]) -> None:
+                if not done.cancelled():
+                    done.exception()  # nobody awaits it any more: not a lost error
+                loop.run_in_executor(None, close)
+
+            step.add_done_callback(close_after)
             return
         await asyncio.shield(asyncio.to_thread(close))
 

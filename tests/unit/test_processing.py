@@ -333,12 +333,14 @@ class PacedExtractor:
 
     def __init__(self, pages: int | None, seconds: float, stuck: bool = False) -> None:
         self.pages, self.seconds, self.stuck = pages, seconds, stuck
+        self.first_delay = 0.0  # before page 1, as a document queued for a child waits
         self.read = 0
         self.closed = False
         self.release = threading.Event()
 
     def extract(self, path: object, content_type: str) -> Iterator[Page]:
         try:
+            time.sleep(self.first_delay)
             for number in itertools.count(1) if self.pages is None else range(1, self.pages + 1):
                 time.sleep(self.seconds)
                 self.read += 1
@@ -385,6 +387,18 @@ async def test_a_stuck_attempt_is_abandoned_after_the_stall_limit() -> None:
     stuck = await doc(deps, created.id)
     assert (stuck.status, stuck.error_code) == (Status.QUEUED, "stalled")
     assert "SHEAF_DOCUMENT_STALL_SECONDS" in (stuck.last_error or "")
+
+
+async def test_waiting_for_the_first_page_is_not_a_stall() -> None:
+    """Two stall limits before page 1: the document may be queued for an extraction
+    process that other documents hold while they stream; the extractor bounds its own
+    wait for a page (SHEAF_EXTRACT_TIMEOUT_SECONDS in the isolated children)."""
+    extractor = PacedExtractor(pages=3, seconds=0.05)
+    extractor.first_delay = 1.0
+    deps = paced(extractor)
+    created = await put(deps)
+    assert await process_document(deps, await claim(deps)) == "completed"
+    assert (await doc(deps, created.id)).page_count == 3
 
 
 async def test_the_deadline_is_a_backstop_even_for_progress() -> None:
