@@ -12,6 +12,9 @@ that imports, pools and caches exist, uploads FILE, resets the kernel's peak-RSS
     child_peak_bytes   the largest peak RSS of an extraction child (its own limit applies)
     seconds, pages, chunks
 
+With `--bare` first it times the same stages written by hand in one thread instead (the
+reference the pipeline is compared with), and reports the same fields.
+
 Linux only (it reads /proc). Used by the memory test and by `python -m bench memory`.
 """
 
@@ -22,14 +25,21 @@ import gc
 import json
 import random
 import re
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from sheaf.adapters.embed_lexical import LexicalEmbedder
 from sheaf.bootstrap import migrate, open_deps
 from sheaf.config import Settings
+from sheaf.domain.chunking import chunk_pages
+from sheaf.extract import LocalExtractor
+from sheaf.extract.detect import HEAD_BYTES, detect_content_type
 from sheaf.services.deps import Deps
 from sheaf.services.ingest import accept_upload
 from sheaf.services.processing import process_document
@@ -104,14 +114,54 @@ async def measure(config: Settings, path: Path, workdir: Path) -> dict[str, Any]
     }
 
 
+def bare(config: Settings, path: Path, workdir: Path) -> dict[str, Any]:
+    """The reference: the same stages by hand in one thread (extract, chunk, embed with
+    the same embedder, insert in one SQLite transaction with Sheaf's durability)."""
+    extractor = LocalExtractor()
+    embedder = LexicalEmbedder(config.embedding_dimensions)
+    db = sqlite3.connect(workdir / "bare.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("CREATE TABLE chunks (ordinal INT, text TEXT, embedding BLOB)")
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = status_bytes("VmRSS")
+    started = time.perf_counter()
+    with path.open("rb") as file:
+        kind = detect_content_type(file.read(HEAD_BYTES), path.name)
+    pages = list(extractor.extract(path, kind.value))
+    chunks = chunk_pages(pages, config.chunk_size, config.chunk_overlap)
+    vectors = embedder.embed_sync([chunk.text for chunk in chunks])
+    rows = [
+        (chunk.ordinal, chunk.text, np.asarray(vector, dtype="<f4").tobytes())
+        for chunk, vector in zip(chunks, vectors, strict=True)
+    ]
+    db.execute("BEGIN IMMEDIATE")
+    db.executemany("INSERT INTO chunks VALUES (?, ?, ?)", rows)
+    db.execute("COMMIT")
+    seconds = time.perf_counter() - started
+    db.close()
+    return {
+        "outcome": "completed",
+        "peak_growth_bytes": status_bytes("VmHWM") - before,
+        "seconds": seconds,
+        "pages": len({page.number for page in pages}),
+        "chunks": len(chunks),
+    }
+
+
 def main(argv: list[str]) -> None:
-    path, workdir, *assignments = argv
+    reference = argv[0] == "--bare"
+    path, workdir, *assignments = argv[1:] if reference else argv
     config = Settings.from_env(
         {},
         database_url=f"sqlite+aiosqlite:///{Path(workdir) / 'sheaf.db'}",
         blob_dir=Path(workdir) / "blobs",
         **dict(assignment.split("=", 1) for assignment in assignments),
     )
+    if reference:
+        print(json.dumps(bare(config, Path(path), Path(workdir))))
+        return
     migrate(config)
     print(json.dumps(asyncio.run(measure(config, Path(path), Path(workdir)))))
 
