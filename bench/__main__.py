@@ -12,10 +12,28 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.harness import Context, Stopwatch, load_line, machine_description, render_table
+from bench.harness import (
+    Context,
+    Stopwatch,
+    fsync_line,
+    load_line,
+    machine_description,
+    render_table,
+)
 from bench.postgres import server_version
 
-BENCHMARKS = ("overhead", "leases", "upload", "embedding", "search", "retrieval", "ocr")
+BENCHMARKS = (
+    "overhead",
+    "leases",
+    "upload",
+    "embedding",
+    "search",
+    "retrieval",
+    "ocr",
+    "memory",
+    "scale",
+    "quota",
+)
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -37,12 +55,14 @@ def main(argv: list[str] | None = None) -> int:
             ctx = Context(setting, workdir, args.postgres, args.profile)
             print(f"## {module.TITLE}\n")
             print(load_line("start") + "\n", flush=True)
+            print(fsync_line("start", workdir) + "\n", flush=True)
             clock = Stopwatch()
             try:
                 asyncio.run(module.run(ctx))
             except Exception:  # a benchmark that breaks is reported; the others still run
                 failures.append(name)
                 print(f"**{name} did not finish:**\n\n```\n{traceback.format_exc()}```\n")
+            print(fsync_line("end", workdir) + "\n")
             print(load_line("end") + f"; {name} took {clock.seconds:.0f} s\n", flush=True)
     print(f"all done in {total.seconds:.0f} s at {time.strftime('%Y-%m-%d %H:%M:%S')}")
     if failures:

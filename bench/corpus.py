@@ -95,3 +95,18 @@ def tiny_text(directory: Path, documents: int, seed: int = 2) -> list[CorpusFile
 def _save(path: Path, data: bytes, content_type: ContentType, pages: int) -> CorpusFile:
     path.write_bytes(data)
     return CorpusFile(path, content_type, pages)
+
+
+def large_pdf(path: Path, pages: int, seed: int = 3) -> CorpusFile:
+    """One PDF of `pages` pages of prose (about 40 lines of 12 words each)."""
+    return _save(path, _Writer(seed).pdf(pages), ContentType.PDF, pages)
+
+
+def text_corpus(directory: Path, documents: int, words: int, seed: int = 5) -> list[CorpusFile]:
+    """`documents` text files of about `words` words each."""
+    writer = _Writer(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    return [
+        _save(directory / f"{n:05d}.txt", writer.text(words), ContentType.TEXT, 1)
+        for n in range(documents)
+    ]

@@ -167,6 +167,38 @@ def load_line(when: str) -> str:
     return f"load average at {when} ({stamp}): {one:.2f}, {five:.2f}, {fifteen:.2f} (1, 5, 15 min)"
 
 
+FSYNC_SAMPLES = 40
+FSYNC_SLOW_MS = 1.0
+"""A median commit above this is the machine's slow fsync state (issue 19 saw ~0.15 ms
+and ~4 ms alternate minute by minute); ratios are only taken within one state."""
+
+
+def fsync_latency(directory: Path) -> tuple[float, float]:
+    """Median and 90th percentile milliseconds of what a database commit waits for: a
+    4 KiB write plus `fdatasync`, in `directory` (the benchmark's own, on the disk its
+    SQLite files use; PostgreSQL's data directory shares it here)."""
+    path = directory / ".fsync-probe"
+    samples = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for n in range(FSYNC_SAMPLES):
+            os.pwrite(fd, n.to_bytes(1, "big") * 4096, 0)
+            started = time.perf_counter()
+            os.fdatasync(fd)
+            samples.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return median(samples), percentile(samples, 90)
+
+
+def fsync_line(when: str, directory: Path) -> str:
+    """The commit latency `when`, and which of the machine's two states that is."""
+    middle, p90 = fsync_latency(directory)
+    state = "slow" if middle > FSYNC_SLOW_MS else "fast"
+    return f"fsync at {when}: median {middle:.2f} ms, p90 {p90:.2f} ms ({state} state)"
+
+
 def machine_description(postgres_version: str | None) -> list[tuple[str, str]]:
     """What `docs/benchmarks.md` records about the machine the numbers come from."""
     return [

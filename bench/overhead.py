@@ -256,7 +256,12 @@ def _f32(vector: Sequence[float]) -> bytes:
 
 
 async def _sheaf(
-    ctx: Context, corpus: str, files: list[CorpusFile], database: str, workers: int
+    ctx: Context,
+    corpus: str,
+    files: list[CorpusFile],
+    database: str,
+    workers: int,
+    within: float | None = None,
 ) -> Result:
     ctx.progress(f"Sheaf, {corpus}, {database}, {workers} worker(s)")
     run_dir = ctx.workdir / f"sheaf-{time.monotonic_ns()}"
@@ -280,7 +285,7 @@ async def _sheaf(
             try:
                 with ctx.spied(sheaf.up.pid, label):
                     sent = await upload_all(api, [f.path for f in files], UPLOAD_CONCURRENCY)
-                    await wait_done(api, len(files), within=120 + 5 * len(files))
+                    await wait_done(api, len(files), within=within or 120 + 5 * len(files))
             except Exception as exc:
                 raise RuntimeError(f"{exc}\nSheaf's log ends with:\n{sheaf.tail()}") from exc
             meter.stop(sheaf.pids(ctx, url))

@@ -21,7 +21,7 @@ from sheaf.adapters.embed_lexical import LexicalEmbedder
 from sheaf.adapters.sql import open_store
 from sheaf.adapters.sql.migrate import check_schema, upgrade
 from sheaf.config import Settings
-from sheaf.extract import LocalExtractor, OcrOptions
+from sheaf.extract import LocalExtractor, OcrOptions, PdfLimits
 from sheaf.extract.isolated import IsolatedExtractor
 from sheaf.ports import BlobStore, Embedder, Extractor, MessageBus
 from sheaf.services.deps import Deps
@@ -64,7 +64,10 @@ async def open_deps(settings: Settings, *, warm_extractor: bool = False) -> Asyn
             settings.extract_timeout_seconds,
             settings.extract_memory_bytes,
             settings.extract_processes,
-            extractor=LocalExtractor(ocr=_ocr_options(settings)),
+            extractor=LocalExtractor(
+                pdf_limits=PdfLimits(settings.document_max_bytes, settings.document_max_pages),
+                ocr=_ocr_options(settings),
+            ),
         )
         stack.callback(isolated.close)
         if warm_extractor:

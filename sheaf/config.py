@@ -75,7 +75,7 @@ class Settings(BaseModel):
     )
     servicebus_queue: str = Field("documents", description="Queue of wake-up messages.")
     lock_renewal_seconds: float = Field(
-        900.0,
+        3900.0,
         gt=0,
         description="How long a message lock is renewed while its document is processed; "
         "above SHEAF_DOCUMENT_DEADLINE_SECONDS.",
@@ -220,8 +220,33 @@ class Settings(BaseModel):
         5.0, ge=0, description="First retry delay after a transient failure (doubles)."
     )
     retry_max_seconds: float = Field(300.0, ge=0, description="Cap on the retry delay.")
+    document_stall_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Longest an attempt may go without progress (a page extracted, a batch "
+        "of chunks written) from its first page on before it is abandoned; a document that "
+        "keeps progressing is never stopped for its size.",
+    )
     document_deadline_seconds: float = Field(
-        600.0, gt=0, description="Longest a single attempt may run before it is abandoned."
+        3600.0,
+        gt=0,
+        description="Backstop: longest a single attempt may run however it progresses; "
+        "at least SHEAF_DOCUMENT_STALL_SECONDS, above what the largest allowed document takes.",
+    )
+    document_max_bytes: int = Field(
+        100 * MiB,
+        ge=1,
+        description="Larger stored files fail with `document_too_large` (the upload limit "
+        "is SHEAF_MAX_UPLOAD_BYTES; this also catches files stored under a larger one).",
+    )
+    document_max_pages: int = Field(
+        10_000, ge=1, description="Documents with more pages fail with `too_many_pages`."
+    )
+    document_max_chunks: int = Field(
+        250_000,
+        ge=1,
+        description="Documents that make more chunks fail with `too_many_chunks` (a 100 MB "
+        "text makes ~100,000 chunks at the default chunk size).",
     )
 
     # -- worker ------------------------------------------------------------------------
@@ -240,7 +265,10 @@ class Settings(BaseModel):
         20.0, ge=0, description="On SIGTERM, time to finish documents before releasing them."
     )
     extract_timeout_seconds: float = Field(
-        60.0, gt=0, description="Wall-clock limit of one extraction (its child is killed)."
+        60.0,
+        gt=0,
+        description="Longest an extraction child may take to produce the next page (it is "
+        "then killed); below SHEAF_DOCUMENT_STALL_SECONDS.",
     )
     extract_memory_bytes: int = Field(
         1024**3, ge=256 * MiB, description="Address-space limit of an extraction child."
@@ -293,6 +321,14 @@ class Settings(BaseModel):
         ge=1_000_000,
         description="Largest image or rendered page, in pixels; larger declared images "
         "are refused before decoding (`image_too_large`).",
+    )
+    worker_memory_bytes: int = Field(
+        1024**3,
+        ge=0,
+        description="Resident memory of a worker process above which the document asking "
+        "for its next batch fails with `worker_memory_limit` (transient), rather than the "
+        "kernel killing the worker with every document in it; 0 = no limit. Extraction "
+        "children have their own (SHEAF_EXTRACT_MEMORY_BYTES).",
     )
     chunk_size: int = Field(
         700,
@@ -364,9 +400,14 @@ class Settings(BaseModel):
                 f"third of SHEAF_LEASE_SECONDS ({self.lease_seconds:g}), so two renewals can "
                 "fail before the lease runs out"
             )
-        if self.extract_timeout_seconds >= self.document_deadline_seconds:
+        if self.extract_timeout_seconds >= self.document_stall_seconds:
             problems.append(
-                "SHEAF_EXTRACT_TIMEOUT_SECONDS must be below SHEAF_DOCUMENT_DEADLINE_SECONDS"
+                "SHEAF_EXTRACT_TIMEOUT_SECONDS must be below SHEAF_DOCUMENT_STALL_SECONDS, so "
+                "a parser stuck on one page is stopped as such rather than as a stalled attempt"
+            )
+        if self.document_stall_seconds > self.document_deadline_seconds:
+            problems.append(
+                "SHEAF_DOCUMENT_STALL_SECONDS must be at most SHEAF_DOCUMENT_DEADLINE_SECONDS"
             )
         if self.chunk_overlap >= self.chunk_size:
             problems.append("SHEAF_CHUNK_OVERLAP must be smaller than SHEAF_CHUNK_SIZE")

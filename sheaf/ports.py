@@ -8,7 +8,7 @@ same contract tests as the real adapters.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -239,8 +239,12 @@ class MessageBus(Protocol):
 
 
 class Extractor(Protocol):
-    def extract(self, path: Path, content_type: str) -> list[Page]:
-        """Pages of text. Raises a `PermanentError` subclass for documents that never will."""
+    def extract(self, path: Path, content_type: str) -> Iterable[Page]:
+        """Pages of text, in order; a generator that yields each page as it is read keeps
+        memory bounded (a long page may come in pieces: see `Page`). Raises a
+        `PermanentError` subclass, at the call or while iterating, for documents that
+        never will be read. A caller that stops early calls the iterator's `close()`, if
+        it has one, from one thread at a time."""
         ...
 
 

@@ -13,6 +13,10 @@ adapter depends on it:
   estimates more cautiously fits and one that truncates or forgets to split does not;
 - every request is recorded (path, query, headers, inputs), and so is the most requests
   it ever had in flight at once;
+- with a `Quota`, it enforces tokens and requests per minute as an Azure OpenAI
+  deployment does: each is a bucket holding ten seconds' worth that refills
+  continuously; a request that does not fit gets 429 with `retry-after-ms` and
+  `retry-after` (whole seconds, rounded up) saying when it would, and costs nothing;
 - faults are scripted: `fail_next(Fault.throttle(retry_after_ms=…))` makes the next
   request(s) answer that instead. A `slow` fault holds the answer longer than a client
   timeout; `close()` releases held requests so teardown never waits.
@@ -27,6 +31,7 @@ import hashlib
 import json
 import math
 import random
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -86,6 +91,45 @@ class Fault:
         return cls(status, message=message)
 
 
+class Quota:
+    """Tokens and requests per minute, as buckets of `burst_seconds`' worth refilled
+    continuously (Azure OpenAI enforces its per-minute quota over short windows)."""
+
+    def __init__(
+        self, tokens_per_minute: int, requests_per_minute: int, burst_seconds: float = 10.0
+    ) -> None:
+        self.tokens_per_second = tokens_per_minute / 60
+        self.requests_per_second = requests_per_minute / 60
+        self._capacity = (
+            self.tokens_per_second * burst_seconds,
+            self.requests_per_second * burst_seconds,
+        )
+        self._tokens, self._requests = self._capacity
+        self._clock = time.monotonic
+        self._updated = self._clock()
+        self.granted: list[tuple[float, int]] = []  # (when, tokens) of every request let in
+        self.refused = 0
+
+    def take(self, tokens: int) -> float:
+        """0 when the request fits (and is charged); else the seconds until it would."""
+        now = self._clock()
+        elapsed, self._updated = now - self._updated, now
+        self._tokens = min(self._capacity[0], self._tokens + elapsed * self.tokens_per_second)
+        self._requests = min(self._capacity[1], self._requests + elapsed * self.requests_per_second)
+        wait = max(
+            (tokens - self._tokens) / self.tokens_per_second,
+            (1 - self._requests) / self.requests_per_second,
+            0.0,
+        )
+        if wait > 0:
+            self.refused += 1
+            return wait
+        self._tokens -= tokens
+        self._requests -= 1
+        self.granted.append((now, tokens))
+        return 0.0
+
+
 @dataclass(slots=True)
 class RecordedRequest:
     path: str
@@ -112,7 +156,9 @@ class FakeOpenAI:
         default_dimensions: int = 1536,
         latency: float = 0.0,
         scale: float = 1.0,
+        quota: Quota | None = None,
     ) -> None:
+        self.quota = quota
         self.max_batch_inputs = max_batch_inputs
         self.max_input_tokens = max_input_tokens
         self.max_request_tokens = max_request_tokens
@@ -192,6 +238,12 @@ class FakeOpenAI:
         refusal = self._refusal(request.inputs)
         if refusal:
             return _error(400, refusal)
+        if self.quota is not None:
+            wait = self.quota.take(sum(fake_tokens(text) for text in request.inputs))
+            if wait > 0:
+                throttle = Fault.throttle(retry_after_ms=round(wait * 1000, 1))
+                throttle.headers["retry-after"] = str(math.ceil(wait))
+                return _error(429, throttle.message, throttle.headers)
         return web.json_response(self._answer(request))
 
     async def _hold(self, seconds: float) -> None:

@@ -25,9 +25,13 @@ client: `azure_openai_embedder` (Entra ID token from an injected credential, or 
   decides, counts and logs every try. Errors map to Sheaf's tree as follows:
 
       429                       retried after `retry-after-ms`, else `retry-after` (seconds
-                                or a date), else backoff; given up after `max_attempts`
-                                tries, or at once when the server asks for a wait longer
-                                than `max_retry_after_seconds`  → TransientError embedding_throttled
+                                or a date), plus up to 10% (so clients told the same moment
+                                do not all come back at it). Such waits are the quota at
+                                work, not failures: they do not count as tries, only their
+                                sum is bounded (`max_throttled_seconds`). Given up at once
+                                when the server asks for a wait longer than
+                                `max_retry_after_seconds`; a 429 without a wait is a failed
+                                try (backoff, `max_attempts`)  → TransientError embedding_throttled
       5xx, 408, 409, timeout,   retried with exponential backoff and jitter
       connection error          → TransientError embedding_unavailable
       401, 403, token failure   not retried here  → TransientError embedding_auth
@@ -51,6 +55,7 @@ import base64
 import binascii
 import logging
 import math
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
@@ -95,6 +100,7 @@ class EmbeddingLimits:
     backoff_base_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
     max_retry_after_seconds: float = 60.0  # a 429 asking for longer gives up at once
+    max_throttled_seconds: float = 300.0  # all the waits 429s asked for, per request
     timeout_seconds: float = 60.0  # per request
 
     def __post_init__(self) -> None:
@@ -108,6 +114,7 @@ class EmbeddingLimits:
                 "max_concurrency",
                 "max_attempts",
                 "timeout_seconds",
+                "max_throttled_seconds",
             )
             if getattr(self, name) <= 0
         ]
@@ -222,15 +229,19 @@ class OpenAIEmbedder:
 
     async def _embed_batch(self, batch: Sequence[_Piece]) -> np.ndarray:
         texts = [piece.text for piece in batch]
-        attempt = 0
+        attempt = 0  # tries that failed, counted against max_attempts
+        throttled = 0.0  # seconds waited because 429s said when to come back
         while True:
             attempt += 1
             try:
                 response = await self._send(texts, sum(piece.tokens for piece in batch))
             except openai.APIError as exc:
-                error, delay = self._failure(exc, attempt)
+                error, delay = self._failure(exc, attempt, throttled)
                 if delay is None:
                     raise error from exc
+                if _told_when(exc):  # the quota at work: a wait, not a failed try
+                    attempt -= 1
+                    throttled += delay
                 log.warning(
                     "embedding request failed; retrying",
                     extra={
@@ -270,10 +281,12 @@ class OpenAIEmbedder:
         metrics.EMBEDDING_TOKENS.inc(getattr(usage, "total_tokens", None) or estimated_tokens)
         return response
 
-    def _failure(self, exc: openai.APIError, attempt: int) -> tuple[SheafError, float | None]:
+    def _failure(
+        self, exc: openai.APIError, attempt: int, throttled: float
+    ) -> tuple[SheafError, float | None]:
         """The error to raise for `exc`, and the delay before another try (None: give up)."""
         if isinstance(exc, openai.RateLimitError):
-            return self._throttled(exc, attempt)
+            return self._throttled(exc, attempt, throttled)
         detail = _api_message(exc)
         status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
         if status in (401, 403):
@@ -301,20 +314,28 @@ class OpenAIEmbedder:
         return error, None if attempt >= self._limits.max_attempts else self._backoff(attempt)
 
     def _throttled(
-        self, exc: openai.RateLimitError, attempt: int
+        self, exc: openai.RateLimitError, attempt: int, throttled: float
     ) -> tuple[SheafError, float | None]:
-        """429: wait as long as the server asks, if that is not too long; else back off."""
+        """429: wait as long as the server asks (a little more), if that is not too long;
+        without a wait named, back off as for any failed try."""
+        limits = self._limits
         asked = _server_delay(exc.response.headers)
-        delay = self._backoff(attempt) if asked is None else asked
-        too_long = delay > self._limits.max_retry_after_seconds
+        if asked is None:
+            delay = self._backoff(attempt)
+            too_long = False
+            give_up = attempt >= limits.max_attempts
+        else:
+            delay = asked * random.uniform(1.0, 1.1)
+            too_long = asked > limits.max_retry_after_seconds
+            give_up = too_long or throttled + delay > limits.max_throttled_seconds
         error = TransientError(
             f"{self.model} is rate limited (429) after {_tries(attempt)}"
-            + (f" and asks us to wait {delay:.0f} s" if too_long else "")
+            + (f" and {throttled:.0f} s of waits it asked for" if throttled else "")
+            + (f" and asks us to wait {asked:.0f} s" if too_long else "")
             + f": {_api_message(exc)}; raise the deployment's tokens-per-minute quota or "
             "lower the embedding concurrency",
             code="embedding_throttled",
         )
-        give_up = too_long or attempt >= self._limits.max_attempts
         return error, None if give_up else delay
 
     def _backoff(self, attempt: int) -> float:
@@ -502,6 +523,13 @@ def _decode(embedding: str | Sequence[float], model: str) -> np.ndarray:
         return np.asarray(embedding, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as exc:
         raise _bad_response(f"{model} sent an embedding that is not numbers: {exc}") from exc
+
+
+def _told_when(exc: openai.APIError) -> bool:
+    """A 429 that names its wait: the quota says when, no try failed."""
+    return isinstance(exc, openai.RateLimitError) and (
+        _server_delay(exc.response.headers) is not None
+    )
 
 
 def _server_delay(headers: Mapping[str, str]) -> float | None:

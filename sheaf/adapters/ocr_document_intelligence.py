@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -81,17 +81,27 @@ class DocumentIntelligenceExtractor:
         )
         return cls(inner, client, asyncio.get_running_loop(), **options)
 
-    def extract(self, path: Path, content_type: str) -> list[Page]:
-        """Pages of text; call from a thread other than the event loop's."""
+    def extract(self, path: Path, content_type: str) -> Iterator[Page]:
+        """Pages of text; iterate from a thread other than the event loop's.
+
+        A PDF's pages are gathered before the one request for those without text (pages in
+        order, one analysis per document), so this adapter holds a document's text layer
+        in memory; `SHEAF_DOCUMENT_MAX_BYTES` and `SHEAF_DOCUMENT_MAX_PAGES` bound it.
+        """
         if content_type in _IMAGES:
             read = self._on_loop(self.analyze(path.read_bytes(), None))
-            return [Page(number, text) for number, text in sorted(read.items())]
-        pages = self._inner.extract(path, content_type)
+            yield from (Page(number, text) for number, text in sorted(read.items()))
+            return
+        if content_type != ContentType.PDF:
+            yield from self._inner.extract(path, content_type)
+            return
+        pages = list(self._inner.extract(path, content_type))
         missing = [page.number for page in pages if not page.text.strip()]
-        if content_type != ContentType.PDF or not missing:
-            return pages
+        if not missing:
+            yield from pages
+            return
         read = self._on_loop(self.analyze(path.read_bytes(), missing))
-        return [Page(page.number, read.get(page.number, page.text)) for page in pages]
+        yield from (Page(page.number, read.get(page.number, page.text)) for page in pages)
 
     async def analyze(self, data: bytes, pages: Sequence[int] | None) -> dict[int, str]:
         """Text by page number of `data` (all pages, or only `pages`)."""

@@ -16,7 +16,11 @@ What callers may rely on:
 - whitespace inside a chunk is collapsed to one space, or one newline where the source
   had a line break, so paragraphs stay visible in a cited passage;
 - running headers and footers (lines repeated at the edges of nearby pages) are left out
-  (`sheaf.domain.boilerplate`), so they neither fill chunks nor match every query.
+  (`sheaf.domain.boilerplate`), so they neither fill chunks nor match every query;
+- consecutive pages with the same number are pieces of one page (an extractor cuts a
+  long page so that no piece is large): the chunks are those of the joined page;
+- `iter_chunks` makes the same chunks while the pages stream in, holding only the words
+  of the chunk being made, so its memory does not grow with the document.
 """
 
 from __future__ import annotations
@@ -40,48 +44,113 @@ class _Word(NamedTuple):  # a tuple: cheap to build by the hundred thousand
     separator: str  # what joins it to the previous word: " " or "\n"
 
 
-def chunk_pages(pages: Sequence[Page], size: int, overlap: int) -> list[Chunk]:
+def chunk_pages(pages: Iterable[Page], size: int, overlap: int) -> list[Chunk]:
     """Chunks numbered 0..n-1; empty or whitespace-only pages contribute nothing."""
+    return list(iter_chunks(pages, size, overlap))
+
+
+def iter_chunks(pages: Iterable[Page], size: int, overlap: int) -> Iterator[Chunk]:
+    """The chunks of `chunk_pages`, made as the pages arrive.
+
+    Holds one chunk's words and the piece of the page being read, never the document:
+    pages are pulled from `pages` only when the next chunk needs their words.
+    """
     if size < 1:
         raise ValueError(f"chunk size must be at least 1 character, got {size}")
     if not 0 <= overlap < size:
         raise ValueError(f"overlap must be between 0 and size - 1 ({size - 1}), got {overlap}")
-    words = list(_words(strip_repeated_edges(pages), size))
-    chunks: list[Chunk] = []
-    start = 0
-    while start < len(words):
-        end, page_break = _chunk_end(words, start, size)
-        chunks.append(_make_chunk(len(chunks), words[start:end]))
-        if end == len(words):
-            break
-        start = end if page_break else _overlap_start(words, start, end, overlap)
-    return chunks
+    words = _Window(_words(strip_repeated_edges(pages), size))
+    ordinal = 0
+    while words.has(0):
+        end, page_break = _chunk_end(words, size)
+        yield _make_chunk(ordinal, words.first(end))
+        ordinal += 1
+        if not words.has(end):
+            return
+        words.drop(end if page_break else _overlap_start(words, end, overlap))
+
+
+class _Window:
+    """The words from the current chunk's start on, read from the stream on demand."""
+
+    def __init__(self, words: Iterator[_Word]) -> None:
+        self._words = words
+        self._held: list[_Word] = []
+
+    def has(self, index: int) -> bool:
+        """Whether word `index` exists, reading as far as needed to know."""
+        while len(self._held) <= index:
+            word = next(self._words, None)
+            if word is None:
+                return False
+            self._held.append(word)
+        return True
+
+    def __getitem__(self, index: int) -> _Word:
+        return self._held[index]
+
+    def first(self, count: int) -> list[_Word]:
+        return self._held[:count]
+
+    def drop(self, count: int) -> None:
+        del self._held[:count]
 
 
 def _words(pages: Iterable[Page], size: int) -> Iterator[_Word]:
-    """Every word with its page and separator; words longer than `size` in pieces."""
+    """Every word with its page and separator; words longer than `size` in pieces.
+
+    Consecutive `Page`s with the same number are one page sent in pieces (`Page`), so a
+    word cut by a piece boundary is joined again; a long word is cut as it arrives, and
+    at most `size` characters of it are held.
+    """
+    number: int | None = None
+    word, word_separator = "", "\n"  # a word that may go on in the next piece
+    separator = "\n"  # joins the next word to the previous one; a page break reads as "\n"
     for page in pages:
-        separator = "\n"  # a page break reads as a line break
+        if page.number != number:
+            if word:
+                yield from _pieces(word, number or 0, word_separator, size)
+            number, word, separator = page.number, "", "\n"
+        text = page.text
         previous_end = 0
-        for match in _WORD.finditer(page.text):
-            word = match.group()
-            if "\n" in page.text[previous_end : match.start()]:
-                separator = "\n"
-            previous_end = match.end()
-            if len(word) <= size:
-                yield _Word(word, page.number, separator)
+        for match in _WORD.finditer(text):
+            if word and match.start() == 0:  # the word of the last piece goes on
+                word += match.group()
             else:
-                for offset in range(0, len(word), size):
-                    yield _Word(word[offset : offset + size], page.number, separator)
+                if word:
+                    yield from _pieces(word, page.number, word_separator, size)
                     separator = " "
-            separator = " "
+                if "\n" in text[previous_end : match.start()]:
+                    separator = "\n"
+                word, word_separator, separator = match.group(), separator, " "
+            previous_end = match.end()
+            while len(word) > size:  # cut from the word's start, as if it were whole
+                yield _Word(word[:size], page.number, word_separator)
+                word, word_separator = word[size:], " "
+            if previous_end < len(text):
+                yield from _pieces(word, page.number, word_separator, size)
+                word = ""
+        if previous_end < len(text):  # the piece ends in white space
+            if word:
+                yield from _pieces(word, page.number, word_separator, size)
+                word = ""
+            if "\n" in text[previous_end:]:
+                separator = "\n"
+    if word:
+        yield from _pieces(word, number or 0, word_separator, size)
 
 
-def _chunk_end(words: Sequence[_Word], start: int, size: int) -> tuple[int, bool]:
+def _pieces(word: str, page: int, separator: str, size: int) -> Iterator[_Word]:
+    for offset in range(0, len(word), size):
+        yield _Word(word[offset : offset + size], page, separator)
+        separator = " "
+
+
+def _chunk_end(words: _Window, size: int) -> tuple[int, bool]:
     """Index after the chunk's last word, and whether it stopped at a page break."""
-    length = len(words[start].text)
-    end = start + 1
-    while end < len(words):
+    length = len(words[0].text)
+    end = 1
+    while words.has(end):
         word = words[end]
         if word.page != words[end - 1].page and length * 2 >= size:
             return end, True
@@ -92,14 +161,14 @@ def _chunk_end(words: Sequence[_Word], start: int, size: int) -> tuple[int, bool
     return end, False
 
 
-def _overlap_start(words: Sequence[_Word], start: int, end: int, overlap: int) -> int:
+def _overlap_start(words: _Window, end: int, overlap: int) -> int:
     """Where the next chunk starts: the most trailing words that fit in `overlap`.
 
-    Always after `start`, so every chunk makes progress even when nothing fits.
+    Always after the chunk's start, so every chunk makes progress even when nothing fits.
     """
     begin = end
     length = -1  # the first word counted has no separator inside the overlap
-    while begin - 1 > start:
+    while begin - 1 > 0:
         length += len(words[begin - 1].text) + 1
         if length > overlap:
             break

@@ -179,7 +179,11 @@ class Document:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """Text of one page (1-based). Formats without pages yield a single page 1."""
+    """Text of one page (1-based). Formats without pages yield a single page 1.
+
+    A long page may come as several `Page`s in a row with the same number, cut anywhere
+    (even inside a word): its pieces, which chunking joins again (`sheaf.domain.chunking`).
+    """
 
     number: int
     text: str

@@ -9,6 +9,7 @@ text (scans, images) are read by OCR (`sheaf.extract.ocr`) under `OcrOptions`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,8 +38,9 @@ class LocalExtractor:
     pdf_limits: PdfLimits = field(default_factory=PdfLimits)
     ocr: OcrOptions = field(default_factory=OcrOptions)
 
-    def extract(self, path: Path, content_type: str) -> list[Page]:
-        """Pages of text; raises `ExtractionError` for files that can never be read."""
+    def extract(self, path: Path, content_type: str) -> Iterator[Page]:
+        """Pages of text as they are read; raises `ExtractionError` (while iterating) for
+        files that can never be read."""
         try:
             kind = ContentType(content_type)
         except ValueError as exc:
@@ -47,15 +49,16 @@ class LocalExtractor:
                 code="unsupported_type",
             ) from exc
         if kind is ContentType.PDF:
-            return list(ocr_textless_pages(path, extract_pdf(path, self.pdf_limits), self.ocr))
-        if kind is ContentType.DOCX:
-            return extract_docx(path, self.zip_limits)
-        if kind is ContentType.PPTX:
-            return list(extract_pptx(path, self.zip_limits))
-        if kind is ContentType.XLSX:
-            return list(extract_xlsx(path, self.zip_limits))
-        if kind is ContentType.HTML:
-            return list(extract_html(path))
-        if kind in _IMAGES:
-            return list(extract_image(path, self.ocr))
-        return extract_text(path)
+            yield from ocr_textless_pages(path, extract_pdf(path, self.pdf_limits), self.ocr)
+        elif kind is ContentType.DOCX:
+            yield from extract_docx(path, self.zip_limits)
+        elif kind is ContentType.PPTX:
+            yield from extract_pptx(path, self.zip_limits)
+        elif kind is ContentType.XLSX:
+            yield from extract_xlsx(path, self.zip_limits)
+        elif kind is ContentType.HTML:
+            yield from extract_html(path)
+        elif kind in _IMAGES:
+            yield from extract_image(path, self.ocr)
+        else:
+            yield from extract_text(path)

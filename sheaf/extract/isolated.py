@@ -3,10 +3,12 @@
 Parsers loop forever, inflate bombs or crash the interpreter on crafted files
 (bad-inputs.md #1-#10, #14, #18). `IsolatedExtractor` runs the wrapped extractor in a
 small pool of spawned child processes, each under an address-space limit
-(`RLIMIT_AS`), and waits for an answer no longer than the wall-clock limit. The
-document then fails for good with a named `ExtractionError` code:
+(`RLIMIT_AS`). Pages stream back over the pipe as the child reads them, in pieces of at
+most `piece_chars` characters, and the parent waits for each no longer than the time
+limit: a large document that keeps producing pages is never stopped for its size. The
+document fails for good with a named `ExtractionError` code when:
 
-    timeout        no answer within `timeout_seconds`: the child is killed
+    timeout        no page within `timeout_seconds`: the child is killed
     memory_limit   the child ran out of its `memory_bytes` (MemoryError, or killed by
                    SIGKILL, which is what the kernel's OOM killer sends)
     parser_crash   the child died any other way (a segfault, an abort)
@@ -16,7 +18,8 @@ Any other exception in the child (a bug, a missing file) is re-raised here as a
 `RuntimeError`, which the worker treats like any unexpected error: a transient failure.
 
 What callers may rely on: `extract` is safe to call from many threads at once (at most
-`processes` run in parallel; the rest wait for a free child); a child serves one
+`processes` run in parallel; the rest wait for a free child; a child is held until its
+pages are read to the end or the iterator is closed); a child serves one
 document after another and is replaced (lazily, on the next call) after a timeout,
 crash or memory failure; children never outlive the parent, even a SIGKILLed one (each
 watches a pipe whose only writer end is the parent's, from a thread, and exits on its EOF;
@@ -38,6 +41,7 @@ import signal
 import threading
 import traceback
 import weakref
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext
 from pathlib import Path
@@ -52,6 +56,10 @@ log = logging.getLogger(__name__)
 
 STARTUP_SECONDS = 60.0
 """How long a new child may take to import the parsers and say it is ready."""
+
+PIECE_CHARS = 256 * 1024
+"""The most text one message from a child carries: a longer page comes in pieces, so the
+worker never holds more than a piece of any page, however large the page."""
 
 _EXIT_MEMORY = 86  # the child's exit status after a MemoryError it could not report
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}  # sent by people, not parsers
@@ -68,12 +76,14 @@ class IsolatedExtractor:
         processes: int = 2,
         *,
         extractor: Extractor | None = None,
+        piece_chars: int = PIECE_CHARS,
     ) -> None:
-        if timeout_seconds <= 0 or memory_bytes <= 0 or processes < 1:
-            raise ValueError("timeout, memory limit and pool size must be positive")
+        if timeout_seconds <= 0 or memory_bytes <= 0 or processes < 1 or piece_chars < 1:
+            raise ValueError("timeout, memory limit, pool size and piece size must be positive")
         self.timeout_seconds = timeout_seconds
         self.memory_bytes = memory_bytes
         self.processes = processes
+        self.piece_chars = piece_chars
         self._extractor = extractor or LocalExtractor()
         self._context = multiprocessing.get_context("spawn")
         self._slots = threading.BoundedSemaphore(processes)
@@ -83,22 +93,46 @@ class IsolatedExtractor:
         self._closed = False
         self._finalizer = weakref.finalize(self, _kill_all, self._children)
 
-    def extract(self, path: Path, content_type: str) -> list[Page]:
-        """Pages of text, or `ExtractionError`; blocks while all children are busy."""
+    def extract(self, path: Path, content_type: str) -> Iterator[Page]:
+        """Pages of text as the child reads them, or `ExtractionError`; blocks while all
+        children are busy. Each page longer than `piece_chars` comes in pieces (`Page`).
+
+        The time limit is on progress: the child must send the next page (or piece)
+        within `timeout_seconds`, so a long document that keeps producing pages runs as
+        long as it needs, while a parser stuck on one page is stopped. Time spent by the
+        caller between pages does not count. Closing the iterator before its end kills
+        the child (it would go on parsing a document nobody reads); the next call starts
+        a fresh one.
+        """
         with self._slots:
             child = None
+            finished = False
             try:
                 child = self._checkout()
-                reply = child.call((str(path), content_type), self.timeout_seconds)
-            except BaseException as exc:
-                if child is not None:
+                child.send((str(path), content_type, self.piece_chars))
+                while True:
+                    reply = child.receive(self.timeout_seconds)
+                    if reply[0] != "page":
+                        finished = True  # the child finished the request: it is reusable
+                        _raise_unless_done(reply)
+                        break
+                    yield Page(reply[1], reply[2])
+            except GeneratorExit:
+                if child is not None and not finished:
                     self._retire(child)
+                raise
+            except BaseException as exc:
+                if child is not None and not finished:
+                    self._retire(child)
+                    child = None
                 if self._closed:  # close() killed the child under us: not the file's fault
                     closed = TransientError("the extractor was closed", code="extractor_closed")
                     raise closed from exc
+                if child is not None:
+                    self._checkin(child)
                 raise
-            self._checkin(child)
-        return _unpack(reply)
+            if child is not None:
+                self._checkin(child)
 
     def warm(self) -> int:
         """Start the children now rather than at the first document (a spawned child imports
@@ -205,10 +239,15 @@ class _Child:
     def alive(self) -> bool:
         return self._process.is_alive()
 
-    def call(self, request: tuple[str, str], timeout: float) -> tuple[Any, ...]:
-        """Send one request and wait for its reply; raise `ExtractionError` if none comes."""
+    def send(self, request: tuple[str, str, int]) -> None:
         try:
             self._conn.send(request)
+        except (EOFError, OSError):
+            raise self._died() from None
+
+    def receive(self, timeout: float) -> tuple[Any, ...]:
+        """The child's next message; raise `ExtractionError` if none comes in time."""
+        try:
             if self._conn.poll(timeout):
                 reply: tuple[Any, ...] = self._conn.recv()
                 return reply
@@ -216,10 +255,10 @@ class _Child:
             raise self._died() from None
         self.kill()
         raise ExtractionError(
-            f"Extracting the text took longer than {timeout:g} s, so it was stopped. The file "
-            "may be malformed in a way that makes the parser loop: re-export it (for example "
-            "print it to a new PDF) and upload it again. A very large but healthy file needs "
-            "a higher limit (SHEAF_EXTRACT_TIMEOUT_SECONDS).",
+            f"Extracting the text made no progress for {timeout:g} s (no page was read), so "
+            "it was stopped. The file may be malformed in a way that makes the parser loop: "
+            "re-export it (for example print it to a new PDF) and upload it again. A healthy "
+            "file with very slow pages needs a higher limit (SHEAF_EXTRACT_TIMEOUT_SECONDS).",
             code="timeout",
         )
 
@@ -272,10 +311,10 @@ def _kill_all(children: set[_Child]) -> None:
     children.clear()
 
 
-def _unpack(reply: tuple[Any, ...]) -> list[Page]:
+def _raise_unless_done(reply: tuple[Any, ...]) -> None:
     kind = reply[0]
-    if kind == "pages":
-        return [Page(number, text) for number, text in reply[1]]
+    if kind == "done":
+        return
     if kind == "refused":
         raise ExtractionError(reply[2], code=reply[1])
     raise RuntimeError(f"extraction failed in the child process:\n{reply[1]}")
@@ -293,11 +332,11 @@ def _serve(conn: Connection, lifeline: Connection, extractor: Extractor, memory_
         return
     while True:
         try:
-            path, content_type = conn.recv()
+            path, content_type, piece_chars = conn.recv()
         except (EOFError, OSError):
             return
         try:
-            sent = _reply(conn, _answer(extractor, Path(path), content_type))
+            sent = _stream(conn, extractor, Path(path), content_type, piece_chars)
         except MemoryError:
             os._exit(_EXIT_MEMORY)
         if not sent:
@@ -317,16 +356,25 @@ def _reply(conn: Connection, message: object) -> bool:
     return True
 
 
-def _answer(extractor: Extractor, path: Path, content_type: str) -> tuple[Any, ...]:
+def _stream(
+    conn: Connection, extractor: Extractor, path: Path, content_type: str, piece_chars: int
+) -> bool:
+    """Send each page as it is read, in pieces of at most `piece_chars` characters, then
+    how it ended. Sending blocks while the parent has not read the previous message, so
+    the child is never more than a page ahead. False when the parent is gone."""
     try:
-        pages = extractor.extract(path, content_type)
+        for page in extractor.extract(path, content_type):
+            for start in range(0, max(len(page.text), 1), piece_chars):
+                piece = page.text[start : start + piece_chars]
+                if not _reply(conn, ("page", page.number, piece)):
+                    return False
     except MemoryError:
         raise
     except PermanentError as exc:
-        return ("refused", exc.code, exc.message)
+        return _reply(conn, ("refused", exc.code, exc.message))
     except Exception:
-        return ("failed", traceback.format_exc(limit=20))
-    return ("pages", [(page.number, page.text) for page in pages])
+        return _reply(conn, ("failed", traceback.format_exc(limit=20)))
+    return _reply(conn, ("done",))
 
 
 def _exit_with_parent(lifeline: Connection) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +64,9 @@ class PdfLimits:
     max_pages: int = 10_000
 
 
-def extract_pdf(path: Path, limits: PdfLimits | None = None) -> list[Page]:
-    """One `Page` per PDF page, numbered from 1; text may be empty (see module doc)."""
+def extract_pdf(path: Path, limits: PdfLimits | None = None) -> Iterator[Page]:
+    """One `Page` per PDF page, numbered from 1, each as soon as it is read; text may be
+    empty (see module doc). Size, page count and encryption are checked before page 1."""
     limits = limits or PdfLimits()
     _check_header(path, limits)
     reader = _open(path)
@@ -72,7 +74,8 @@ def extract_pdf(path: Path, limits: PdfLimits | None = None) -> list[Page]:
         pages = reader.pages
         if len(pages) > limits.max_pages:
             raise _too_large(f"it has {len(pages)} pages (limit {limits.max_pages})")
-        return [_page_text(page, number) for number, page in enumerate(pages, start=1)]
+        for number, page in enumerate(pages, start=1):
+            yield _page_text(page, number)
     except ExtractionError:
         raise
     except LimitReachedError as exc:

@@ -10,7 +10,7 @@ settles the lease:
     completed            store.complete (one transaction; LeaseLost → nothing to do)
     PermanentError       release(permanent)     → failed, a human looks at it
     TransientError/bug   release(transient)     → queued again after a backoff delay
-    deadline exceeded    release(transient)     → the next attempt may be luckier
+    stalled, or deadline release(transient)     → the next attempt may be luckier
     cancelled (shutdown) release(interrupted)   → queued, the attempt is not consumed
 """
 
@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import tempfile
 import time
 from collections import deque
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sheaf import logs, metrics
-from sheaf.domain.chunking import chunk_pages, content_hash
+from sheaf.domain.chunking import content_hash
 from sheaf.domain.models import (
     Chunk,
     Completion,
@@ -41,6 +42,7 @@ from sheaf.domain.models import (
 from sheaf.domain.retry import retry_delay
 from sheaf.errors import BlobNotFound, LeaseLost, PermanentError, SheafError, TransientError
 from sheaf.services.deps import Deps
+from sheaf.services.streaming import ChunkStream
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,17 @@ class Stages:
     current: str = "download"
     seconds: dict[str, float] = field(default_factory=dict)
     lost: bool = False  # a renewal was refused: the lease belongs to someone else now
+    progressed_at: float = field(default_factory=time.monotonic)  # the last page or write
+
+    def progress(self) -> None:
+        """A page was read or chunks were written; safe from any thread."""
+        self.progressed_at = time.monotonic()
+
+    def awaiting_extraction(self) -> None:
+        """Until the first page, the stall clock stops: the document may be waiting for a
+        free extraction process (held by other documents, for as long as they stream),
+        and a parser stuck on a page is the extractor's to stop (its per-page limit)."""
+        self.progressed_at = math.inf
 
     @contextlib.asynccontextmanager
     async def stage(self, name: str) -> AsyncIterator[None]:
@@ -97,11 +110,7 @@ async def _attempt(deps: Deps, lease: Lease) -> str:
     pipeline = asyncio.create_task(_pipeline(deps, lease, stages))
     heartbeat = asyncio.create_task(_heartbeat(deps, lease, stages))
     try:
-        done, _ = await asyncio.wait(
-            {pipeline, heartbeat},
-            timeout=deps.settings.document_deadline_seconds,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
+        done = await _while_progressing(deps, stages, pipeline, heartbeat)
     except asyncio.CancelledError:
         await _stop(pipeline, heartbeat)
         await _release(deps, lease, ReleaseOutcome.INTERRUPTED, None)
@@ -110,6 +119,27 @@ async def _attempt(deps: Deps, lease: Lease) -> str:
     stages.seconds["total"] = time.perf_counter() - started
     metrics.STAGE_SECONDS.labels(stage="total").observe(stages.seconds["total"])
     return await _settle(deps, lease, stages, pipeline if pipeline in done else None)
+
+
+async def _while_progressing(
+    deps: Deps, stages: Stages, *tasks: asyncio.Task[object]
+) -> set[asyncio.Task[object]]:
+    """Wait until a task ends; empty when the attempt stalled (no progress for
+    SHEAF_DOCUMENT_STALL_SECONDS) or reached SHEAF_DOCUMENT_DEADLINE_SECONDS first.
+
+    Measured from progress rather than from the start, so a large document that keeps
+    producing pages and chunks is never abandoned for its size.
+    """
+    settings = deps.settings
+    deadline = time.monotonic() + settings.document_deadline_seconds
+    while True:
+        give_up = min(deadline, stages.progressed_at + settings.document_stall_seconds)
+        done, _ = await asyncio.wait(
+            tasks, timeout=max(0.0, give_up - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
+        )
+        now = time.monotonic()
+        if done or now >= deadline or now >= stages.progressed_at + settings.document_stall_seconds:
+            return done
 
 
 def _count(outcome: str) -> None:
@@ -131,13 +161,7 @@ async def _settle(
         if stages.lost:
             log.warning("lease lost; abandoning the document")
             return "lease_lost"
-        error = ErrorInfo(
-            "deadline_exceeded",
-            f"the attempt ran longer than SHEAF_DOCUMENT_DEADLINE_SECONDS "
-            f"({deps.settings.document_deadline_seconds:g} s) during stage {stages.current}",
-            ErrorKind.TRANSIENT,
-        )
-        return await _fail(deps, lease, error, stages.current)
+        return await _fail(deps, lease, _timed_out(deps, stages), stages.current)
     exc = pipeline.exception()
     if exc is None:
         completion = pipeline.result()
@@ -160,6 +184,25 @@ async def _settle(
         log.warning("lease lost while writing; abandoning the document")
         return "lease_lost"
     return await _fail(deps, lease, _error_info(exc), stages.current)
+
+
+def _timed_out(deps: Deps, stages: Stages) -> ErrorInfo:
+    settings = deps.settings
+    idle = time.monotonic() - stages.progressed_at
+    if idle >= settings.document_stall_seconds:
+        return ErrorInfo(
+            "stalled",
+            f"the attempt made no progress (no page read, no chunks written) for "
+            f"SHEAF_DOCUMENT_STALL_SECONDS ({settings.document_stall_seconds:g} s) during "
+            f"stage {stages.current}; it will be retried",
+            ErrorKind.TRANSIENT,
+        )
+    return ErrorInfo(
+        "deadline_exceeded",
+        f"the attempt ran longer than SHEAF_DOCUMENT_DEADLINE_SECONDS "
+        f"({settings.document_deadline_seconds:g} s) during stage {stages.current}",
+        ErrorKind.TRANSIENT,
+    )
 
 
 def _error_info(exc: BaseException) -> ErrorInfo:
@@ -256,62 +299,75 @@ async def _pipeline(deps: Deps, lease: Lease, stages: Stages) -> Completion:
                     "upload the document again",
                     code="blob_missing",
                 ) from exc
-        async with stages.stage("extract"):
-            pages = await asyncio.to_thread(deps.extractor.extract, path, lease.content_type)
-    async with stages.stage("chunk"):
-        # Off the event loop: a large document takes seconds to chunk, and heartbeats of
-        # the other documents in flight must keep running meanwhile.
-        chunks = await asyncio.to_thread(
-            chunk_pages, pages, settings.chunk_size, settings.chunk_overlap
-        )
-    if not chunks:
+        stages.progress()
+        _check_size(path, settings.document_max_bytes)
+        # Extraction, chunking, embedding and writing run interleaved, a batch at a time:
+        # the document is never in memory whole (sheaf.services.streaming).
+        pages = deps.extractor.extract(path, lease.content_type)
+        stages.awaiting_extraction()
+        stream = ChunkStream(pages, settings, settings.embed_batch_size, stages.progress)
+        try:
+            await _index(deps, lease, stages, stream)
+        finally:
+            await stream.aclose()
+    stages.seconds["chunk"] = stages.seconds.get("extract", 0.0) - stream.extract_seconds
+    stages.seconds["extract"] = stream.extract_seconds
+    if not stream.chunks:
         raise PermanentError(
             "no extractable text: the file is empty or, for a PDF, has no text layer "
             "(a scan); run OCR on it and upload the result",
             code="no_text",
         )
-    size = settings.embed_batch_size
-    await _index(deps, lease, stages, [chunks[i : i + size] for i in range(0, len(chunks), size)])
     return Completion(
-        page_count=len(pages),
-        chunk_count=len(chunks),
+        page_count=stream.pages,
+        chunk_count=stream.chunks,
         stage_seconds={},
         embedding_model=deps.embedder.model,
         embedding_dimensions=deps.embedder.dimensions,
     )
 
 
-async def _index(
-    deps: Deps, lease: Lease, stages: Stages, batches: Sequence[Sequence[Chunk]]
-) -> None:
-    """Embed the batches and write their chunks, in order, keeping `EMBED_AHEAD` batches'
-    embeddings under way: while one batch is written, or one request waits on the server,
-    the next is already in flight. The embedder's own limit on requests in flight still
-    holds across all documents; this only stops a document from idling between batches.
+def _check_size(path: Path, limit: int) -> None:
+    size = path.stat().st_size
+    if size > limit:
+        raise PermanentError(
+            f"the file is {size} bytes, more than SHEAF_DOCUMENT_MAX_BYTES ({limit}); split "
+            "it into smaller files, or raise the limit",
+            code="document_too_large",
+        )
+
+
+async def _index(deps: Deps, lease: Lease, stages: Stages, stream: ChunkStream) -> None:
+    """Embed the stream's batches and write their chunks, in order, keeping `EMBED_AHEAD`
+    batches' embeddings under way: while one batch is written, or one request waits on
+    the server, the next is already in flight. The embedder's own limit on requests in
+    flight still holds across all documents; this only stops a document from idling
+    between batches. At most `EMBED_AHEAD` + 1 batches of the document are held at once.
     """
-    upcoming = iter(batches)
     pending: deque[tuple[Sequence[Chunk], asyncio.Task[list[tuple[float, ...]]]]] = deque()
 
-    def embed_next() -> None:
-        batch = next(upcoming, None)
-        if batch is not None:
+    async def embed_next() -> None:
+        async with stages.stage("extract"):  # reading pages and chunking them, interleaved
+            batch = await stream.next_batch()
+        if batch:
             texts = [chunk.text for chunk in batch]
             pending.append((batch, asyncio.create_task(_embed(deps, lease.collection, texts))))
 
     try:
         for _ in range(EMBED_AHEAD):
-            embed_next()
+            await embed_next()
         while pending:
             batch, embedding = pending.popleft()
             async with stages.stage("embed"):
                 vectors = await embedding
-            embed_next()
             async with stages.stage("index"):
                 embedded = [
                     EmbeddedChunk(chunk, vector, deps.embedder.model)
                     for chunk, vector in zip(batch, vectors, strict=True)
                 ]
                 await deps.store.write_chunks(lease, embedded)
+            stages.progress()
+            await embed_next()
     finally:
         for _, embedding in pending:
             embedding.cancel()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,14 +33,27 @@ def command(name: str, *args: object) -> bytes:
 class HostileExtractor:
     inner: LocalExtractor = field(default_factory=LocalExtractor)
 
-    def extract(self, path: Path, content_type: str) -> list[Page]:
+    def extract(self, path: Path, content_type: str) -> Iterable[Page]:
         with path.open("rb") as file:
             head = file.read(200)
         if not head.startswith(PREFIX):
             return self.inner.extract(path, content_type)
         name, *args = head[len(PREFIX) :].split(b"\n", 1)[0].decode().split()
+        if name == "pages":
+            return _pages(int(args[0]), float(args[1]))
         text = _ACTIONS[name](*args)
         return [Page(1, text)]
+
+
+def _pages(count: int, seconds: float) -> Iterator[Page]:
+    """A slow but steady parser: `count` pages, one every `seconds`."""
+    for number in range(1, count + 1):
+        time.sleep(seconds)
+        yield Page(number, f"page {number} of {count} from {os.getpid()}")
+
+
+def _big(chars: str) -> str:
+    return "w" * int(chars)
 
 
 def _pid() -> str:
@@ -78,6 +92,7 @@ def _bug() -> str:
 
 _ACTIONS = {
     "pid": _pid,
+    "big": _big,
     "sleep": _sleep,
     "loop": _loop,
     "segfault": _segfault,

@@ -35,6 +35,7 @@ from sheaf.ports import Embedder
 from tests.openai_fake import (
     FakeOpenAI,
     Fault,
+    Quota,
     fake_tokens,
     fake_vector,
     openai_fake_fixture,  # noqa: F401 (the `openai_fake` fixture)
@@ -350,6 +351,62 @@ async def test_429_honours_retry_after_seconds(openai_fake: FakeOpenAI, azure: M
 
     assert 0.99 <= time.perf_counter() - started < 3.0
     assert len(openai_fake.requests) == 2
+
+
+async def test_429s_that_say_when_are_waits_not_failed_tries(
+    openai_fake: FakeOpenAI, azure: Make
+) -> None:
+    """A shared quota may turn a request away many times; each time it says when to come
+    back, the request waits (a little more), and no try is counted against it."""
+    openai_fake.fail_next(Fault.throttle(retry_after_ms=50), times=5)
+
+    assert_vectors(await azure(max_attempts=2).embed(["hello"]), ["hello"])
+
+    assert [request.status for request in openai_fake.requests] == [429] * 5 + [200]
+
+
+async def test_waits_for_the_quota_are_bounded_in_sum(openai_fake: FakeOpenAI, azure: Make) -> None:
+    openai_fake.fail_next(Fault.throttle(retry_after_ms=100), times=10)
+
+    with pytest.raises(TransientError) as caught:
+        await azure(max_throttled_seconds=0.35).embed(["hello"])
+
+    assert caught.value.code == "embedding_throttled"
+    assert "s of waits it asked for" in caught.value.message
+    assert len(openai_fake.requests) <= 4
+
+
+async def test_a_quota_is_sustained_through_its_429s(openai_fake: FakeOpenAI, azure: Make) -> None:
+    """The fake's quota refuses what does not fit and says when it would; the embedder
+    waits that long and gets every vector, at the quota's rate and no faster."""
+    texts = [sentence(seed, words=60) for seed in range(40)]
+    tokens = sum(fake_tokens(text) for text in texts)
+    openai_fake.quota = Quota(
+        tokens_per_minute=tokens * 60, requests_per_minute=6000, burst_seconds=0.25
+    )
+    started = time.perf_counter()
+
+    assert_vectors(await azure(max_batch_inputs=4).embed(texts), texts)
+
+    assert 0.7 <= time.perf_counter() - started < 5.0  # a second's worth, a quarter in advance
+    assert openai_fake.quota.refused > 0
+    assert sum(tokens for _, tokens in openai_fake.quota.granted) == tokens
+    assert {request.status for request in openai_fake.requests} == {200, 429}
+
+
+def test_the_fake_quota_refills_at_its_rate() -> None:
+    quota = Quota(tokens_per_minute=600, requests_per_minute=60, burst_seconds=10)
+    now = [0.0]
+    quota._clock = lambda: now[0]  # a clock the test moves
+    quota._updated = 0.0
+    assert quota.take(100) == 0  # a full bucket: 100 tokens, 10 requests
+    assert quota.take(1) == pytest.approx(0.1)  # 1 token at 10 per second
+    now[0] = 2.0
+    assert quota.take(20) == 0  # two seconds refilled 20 tokens
+    for _ in range(9):
+        assert quota.take(0) == 0  # what is left of the ten requests
+    assert quota.take(0) == pytest.approx(1.0)  # one request a second
+    assert [tokens for _, tokens in quota.granted] == [100, 20] + [0] * 9
 
 
 async def test_429_asking_too_long_a_wait_gives_up_at_once(

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("tesseract")]
 def extract(tmp_path: Path, data: bytes, kind: ContentType, **ocr: object) -> list[Page]:
     path = tmp_path / "upload.bin"
     path.write_bytes(data)
-    return LocalExtractor(ocr=OcrOptions(**ocr)).extract(path, kind)  # type: ignore[arg-type]
+    return list(LocalExtractor(ocr=OcrOptions(**ocr)).extract(path, kind))  # type: ignore[arg-type]
 
 
 def failure(tmp_path: Path, data: bytes, kind: ContentType, **ocr: object) -> ExtractionError:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from itertools import pairwise
 
 import pytest
 
-from sheaf.domain.chunking import chunk_pages
+from sheaf.domain.chunking import chunk_pages, iter_chunks
 from sheaf.domain.models import Chunk, Page
+from tests.unit.reference_chunking import reference_chunks
 
 pytestmark = pytest.mark.unit
 
@@ -117,3 +119,61 @@ def test_long_whitespace_runs_are_linear_not_quadratic() -> None:
     text = "first words here" + " " * 4_000_000 + "\n" + "last"
     chunks = chunk_pages([Page(1, text)], size=100, overlap=10)
     assert [c.text for c in chunks] == ["first words here\nlast"]
+
+
+def random_text(rng: random.Random) -> str:
+    """Words of any length (some longer than a chunk) between runs of spaces, tabs and
+    line breaks of any length, sometimes at the start or end."""
+    parts = []
+    for _ in range(rng.randrange(0, 120)):
+        parts.append(rng.choice([" ", "  ", "\n", " \n\t", "\r\n", "\n\n  "]))
+        parts.append("x" * rng.choice([1, 2, 3, 5, 8, 13, 40, 90]) + str(rng.randrange(99)))
+    if rng.random() < 0.5:
+        parts.append(rng.choice([" ", "\n", "\t\n "]))
+    return "".join(parts[rng.randrange(2) :])
+
+
+def random_pages(rng: random.Random) -> list[Page]:
+    return [Page(number, random_text(rng)) for number in range(1, rng.randrange(1, 6))]
+
+
+def cut(pages: list[Page], rng: random.Random) -> list[Page]:
+    """Each page as pieces of the same number, cut at random places (inside words too)."""
+    pieces = []
+    for page in pages:
+        cuts = sorted(rng.randrange(len(page.text) + 1) for _ in range(rng.randrange(4)))
+        bounds = [0, *cuts, len(page.text)]
+        pieces += [Page(page.number, page.text[a:b]) for a, b in pairwise(bounds)]
+    return pieces
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_streaming_makes_the_chunks_the_list_chunker_made(seed: int) -> None:
+    rng = random.Random(seed)
+    pages = random_pages(rng)
+    size = rng.choice([20, 50, 100, 300])
+    overlap = rng.randrange(size)
+    expected = reference_chunks(pages, size, overlap)
+    assert list(iter_chunks(iter(pages), size, overlap)) == expected
+    assert list(iter_chunks(iter(cut(pages, rng)), size, overlap)) == expected
+
+
+def test_streaming_reads_pages_only_as_chunks_need_them() -> None:
+    read: list[int] = []
+
+    def pages() -> Iterator[Page]:
+        for number in range(1, 1000):
+            read.append(number)
+            yield Page(number, prose(number, 100))
+
+    stream = iter_chunks(pages(), 200, 20)
+    next(stream)
+    assert read == [1]  # a chunk of page 1 needs page 1 and no further page
+
+
+def test_a_long_word_arriving_in_pieces_is_cut_as_if_whole() -> None:
+    word = "y" * 1050
+    pieces = [Page(1, "a " + word[:7]), *(Page(1, word[i : i + 7]) for i in range(7, 1050, 7))]
+    chunks = list(iter_chunks([*pieces, Page(1, " b")], 100, 10))
+    assert chunks == reference_chunks([Page(1, f"a {word} b")], 100, 10)
+    assert [len(chunk.text) for chunk in chunks][1:11] == [100] * 10

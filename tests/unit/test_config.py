@@ -36,6 +36,18 @@ def test_heartbeat_must_fit_three_times_in_the_lease() -> None:
         Settings.from_env({"SHEAF_LEASE_SECONDS": "30", "SHEAF_HEARTBEAT_SECONDS": "11"})
 
 
+def test_deadlines_by_progress_are_coherent() -> None:
+    """Extraction's per-page limit < the stall limit <= the backstop < the lock renewal."""
+    with pytest.raises(ConfigError, match="SHEAF_EXTRACT_TIMEOUT_SECONDS must be below"):
+        Settings.from_env({"SHEAF_EXTRACT_TIMEOUT_SECONDS": "300"})
+    with pytest.raises(ConfigError, match="SHEAF_DOCUMENT_STALL_SECONDS must be at most"):
+        Settings.from_env({"SHEAF_DOCUMENT_DEADLINE_SECONDS": "200"})
+    bus = {"SHEAF_MESSAGE_BUS": "servicebus", "SHEAF_SERVICEBUS_NAMESPACE": "n"}
+    with pytest.raises(ConfigError, match="below SHEAF_LOCK_RENEWAL_SECONDS"):
+        Settings.from_env({**bus, "SHEAF_LOCK_RENEWAL_SECONDS": "3600"})
+    assert Settings.from_env(bus).lock_renewal_seconds > Settings().document_deadline_seconds
+
+
 def test_secrets_do_not_print() -> None:
     url = "postgresql+asyncpg://u:hunter2@db/sheaf"
     settings = Settings.from_env({"SHEAF_DATABASE_URL": url})

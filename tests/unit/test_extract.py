@@ -12,6 +12,7 @@ import pytest
 from sheaf.domain.models import ContentType, Page
 from sheaf.errors import ExtractionError, PermanentError
 from sheaf.extract import LocalExtractor, ZipLimits
+from sheaf.extract.text import extract_text
 from tests.samples import encrypt_pdf, make_docx, make_pdf, make_utf16_text, make_zip, rezip_docx
 
 pytestmark = pytest.mark.unit
@@ -32,7 +33,7 @@ def extract(tmp_path: Path) -> Extract:
     def run(data: bytes, content_type: str, extractor: LocalExtractor | None = None) -> list[Page]:
         path = tmp_path / "upload.bin"
         path.write_bytes(data)
-        return (extractor or LocalExtractor()).extract(path, content_type)
+        return list((extractor or LocalExtractor()).extract(path, content_type))
 
     return run
 
@@ -190,6 +191,21 @@ def test_utf16_text_is_decoded_by_its_bom(extract: Extract, big_endian: bool) ->
 def test_utf8_bom_is_dropped_and_invalid_bytes_replaced(extract: Extract) -> None:
     data = codecs.BOM_UTF8 + b"caf\xc3\xa9 \xff ok\r\nnul:\x00."
     assert extract(data, TEXT) == [Page(1, "café \ufffd ok\nnul:.")]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16"])
+def test_text_is_read_in_bounded_pieces_of_one_page(tmp_path: Path, encoding: str) -> None:
+    text = "Grüße aus Köln, €5 für 🍺\n" * 50  # characters of 1 to 4 bytes, cut anywhere
+    path = tmp_path / "long.txt"
+    path.write_bytes(text.encode(encoding))
+    pieces = list(extract_text(path, piece_bytes=7))
+    assert {piece.number for piece in pieces} == {1}
+    assert max(len(piece.text) for piece in pieces) <= 7
+    assert "".join(piece.text for piece in pieces) == text
+
+
+def test_an_empty_text_file_is_one_empty_page(extract: Extract) -> None:
+    assert extract(b"", TEXT) == [Page(1, "")]
 
 
 def test_markdown_is_extracted_as_text(extract: Extract) -> None:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.unit
 def extract(tmp_path: Path, data: bytes, kind: ContentType, **limits: ZipLimits) -> list[Page]:
     path = tmp_path / "upload.bin"
     path.write_bytes(data)
-    return LocalExtractor(**limits).extract(path, kind)
+    return list(LocalExtractor(**limits).extract(path, kind))
 
 
 def failure(tmp_path: Path, data: bytes, kind: ContentType, **limits: ZipLimits) -> str:

@@ -55,7 +55,7 @@ def isolated(timeout: float = 10, memory: int = 512 * MiB, processes: int = 1) -
 
 
 def served_by(extractor: IsolatedExtractor, path: Path) -> int:
-    [page] = extractor.extract(path, TEXT)
+    [page] = list(extractor.extract(path, TEXT))
     return int(page.text.split()[-1])
 
 
@@ -71,8 +71,8 @@ def gone(pid: int) -> bool:
 def test_pages_are_those_of_the_local_extractor(write: Write) -> None:
     path = write(pdf.healthy("Pages cross the process boundary"))
     with isolated() as extractor:
-        assert extractor.extract(path, PDF) == LocalExtractor().extract(path, PDF)
-        assert extractor.extract(path, PDF) == [Page(1, "Pages cross the process boundary")]
+        assert list(extractor.extract(path, PDF)) == list(LocalExtractor().extract(path, PDF))
+        assert list(extractor.extract(path, PDF)) == [Page(1, "Pages cross the process boundary")]
 
 
 def test_one_child_serves_document_after_document(write: Write) -> None:
@@ -86,7 +86,7 @@ def test_the_files_own_errors_pass_through_and_keep_the_child(write: Write) -> N
     with isolated() as extractor:
         pid = served_by(extractor, write(command("pid")))
         with pytest.raises(ExtractionError) as caught:
-            extractor.extract(write(pdf.encrypted()), PDF)
+            list(extractor.extract(write(pdf.encrypted()), PDF))
         assert caught.value.code == "encrypted"
         assert "password" in caught.value.message
         assert served_by(extractor, write(command("pid"))) == pid
@@ -96,9 +96,9 @@ def test_a_bug_in_the_extractor_is_not_the_files_fault(write: Write) -> None:
     """Not an ExtractionError: the worker retries it like any unexpected error."""
     with isolated() as extractor:
         with pytest.raises(RuntimeError, match="ValueError: a bug in the extractor"):
-            extractor.extract(write(command("bug")), TEXT)
+            list(extractor.extract(write(command("bug")), TEXT))
         with pytest.raises(RuntimeError, match="FileNotFoundError"):
-            extractor.extract(Path(str(write(b"x")) + "-missing"), TEXT)
+            list(extractor.extract(Path(str(write(b"x")) + "-missing"), TEXT))
 
 
 @pytest.mark.parametrize(("action", "signal_name"), [("segfault", "SIGSEGV"), ("abort", "SIGABRT")])
@@ -110,7 +110,7 @@ def test_a_crashing_child_fails_the_document_and_is_replaced(
     with isolated() as extractor:
         before = served_by(extractor, write(command("pid")))
         with pytest.raises(ExtractionError) as caught:
-            extractor.extract(write(command(action)), TEXT)
+            list(extractor.extract(write(command(action)), TEXT))
         assert caught.value.code == "parser_crash"
         assert signal_name in caught.value.message
         assert gone(before)
@@ -124,10 +124,40 @@ def test_a_hanging_parser_is_stopped_at_the_time_limit(write: Write) -> None:
         pid = served_by(extractor, write(command("pid")))
         started = time.monotonic()
         with pytest.raises(ExtractionError) as caught:
-            extractor.extract(write(command("loop")), TEXT)
+            list(extractor.extract(write(command("loop")), TEXT))
         elapsed = time.monotonic() - started
         assert caught.value.code == "timeout"
         assert 1.0 <= elapsed < 3.0  # the limit, plus killing the child on a busy machine
+        assert gone(pid)
+        assert served_by(extractor, write(command("pid"))) != pid
+
+
+def test_pages_stream_and_the_time_limit_is_per_page(write: Write) -> None:
+    """Six pages at 0.4 s each take 2.4 s, over the 1 s limit: each page resets it."""
+    with isolated(timeout=1.0) as extractor:
+        started = time.monotonic()
+        pages = extractor.extract(write(command("pages", 6, 0.4)), TEXT)
+        first = next(iter(pages))
+        assert time.monotonic() - started < 2.0  # page 1 arrived before the others were read
+        assert first.text.startswith("page 1 of 6")
+        rest = list(pages)
+        assert [page.number for page in rest] == [2, 3, 4, 5, 6]
+        assert time.monotonic() - started >= 2.4
+
+
+def test_a_long_page_crosses_in_bounded_pieces(write: Write) -> None:
+    with IsolatedExtractor(10, 512 * MiB, 1, extractor=HostileExtractor(), piece_chars=1000) as ex:
+        pieces = list(ex.extract(write(command("big", 4500)), TEXT))
+    assert [len(piece.text) for piece in pieces] == [1000, 1000, 1000, 1000, 500]
+    assert {piece.number for piece in pieces} == {1}
+
+
+def test_closing_the_pages_early_replaces_the_child(write: Write) -> None:
+    with isolated() as extractor:
+        pages = iter(extractor.extract(write(command("pages", 100, 0.01)), TEXT))
+        first = next(pages)
+        pid = int(first.text.split()[-1])
+        pages.close()  # type: ignore[attr-defined]
         assert gone(pid)
         assert served_by(extractor, write(command("pid"))) != pid
 
@@ -136,7 +166,7 @@ def test_memory_beyond_the_limit_fails_as_memory_limit(write: Write) -> None:
     with isolated(memory=300 * MiB) as extractor:
         started = time.monotonic()
         with pytest.raises(ExtractionError) as caught:
-            extractor.extract(write(command("hog")), TEXT)
+            list(extractor.extract(write(command("hog")), TEXT))
         assert caught.value.code == "memory_limit"
         assert time.monotonic() - started < 5
         assert served_by(extractor, write(command("pid"))) > 0  # a fresh child took over
@@ -149,7 +179,8 @@ def test_threads_share_the_pool_and_never_exceed_it(write: Write) -> None:
 
     def call(extractor: IsolatedExtractor, path: Path) -> None:
         try:
-            results.append(extractor.extract(path, TEXT)[0].text)
+            [page] = list(extractor.extract(path, TEXT))
+            results.append(page.text)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -196,7 +227,7 @@ def test_warm_while_documents_run_never_exceeds_the_pool(write: Write) -> None:
 def test_close_leaves_no_process_behind(write: Write) -> None:
     extractor = isolated(processes=3)
     threads = [
-        threading.Thread(target=extractor.extract, args=(write(command("sleep", 0.5)), TEXT))
+        threading.Thread(target=served_by, args=(extractor, write(command("sleep", 0.5))))
         for _ in range(3)
     ]
     for thread in threads:
@@ -209,7 +240,7 @@ def test_close_leaves_no_process_behind(write: Write) -> None:
     assert all(gone(pid) for pid in pids)
     assert extractor.pids() == []
     with pytest.raises(TransientError):
-        extractor.extract(write(command("pid")), TEXT)
+        list(extractor.extract(write(command("pid")), TEXT))
 
 
 class Call(threading.Thread):
@@ -222,13 +253,13 @@ class Call(threading.Thread):
         self.error: BaseException | None = None
         warm_up = path.with_name("warm-up")
         warm_up.write_bytes(command("pid"))
-        extractor.extract(warm_up, TEXT)  # a child is up and idle now
+        list(extractor.extract(warm_up, TEXT))  # a child is up and idle now
         self.start()
         time.sleep(0.3)  # the child has the file by now
 
     def run(self) -> None:
         try:
-            self.extractor.extract(self.path, TEXT)
+            list(self.extractor.extract(self.path, TEXT))
         except BaseException as exc:
             self.error = exc
 
@@ -263,7 +294,7 @@ PARENT = textwrap.dedent(
     extractor = IsolatedExtractor(600, 512 * 1024 * 1024, 1, extractor=HostileExtractor())
     path = Path(sys.argv[1])
     path.write_bytes(command("loop"))
-    threading.Thread(target=extractor.extract, args=(path, "text/plain")).start()
+    threading.Thread(target=lambda: list(extractor.extract(path, "text/plain"))).start()
     while not extractor.pids():
         pass
     print(extractor.pids()[0], flush=True)
@@ -313,7 +344,7 @@ def test_a_child_whose_parent_went_away_exits_quietly(
     if gone_while == "parsing":
         assert ours.poll(30)
         assert ours.recv() == "ready"
-        ours.send((str(write(command("sleep", 1))), TEXT))
+        ours.send((str(write(command("sleep", 1))), TEXT, 1000))
     ours.close()  # the parent is gone before the child's reply
     child.join(30)
     kept_open.close()

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+import itertools
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
 
-from sheaf.domain.models import AcquireOutcome, Document, Lease, Status
+from sheaf.domain.models import AcquireOutcome, Document, Lease, Page, Status
 from sheaf.errors import StoreUnavailable, TransientError
 from sheaf.services.deps import Deps
 from sheaf.services.ingest import accept_upload
 from sheaf.services.processing import process_document
+from sheaf.services.streaming import resident_bytes
 from tests.samples import encrypt_pdf, make_pdf
 from tests.unit.conftest import make_deps
 from worker.runner import Worker
@@ -325,3 +329,128 @@ async def test_a_failing_queue_watch_leaves_the_worker_polling(
     stop.set()
     await run
     assert "watching for new documents failed" in caplog.text
+
+
+# --- streaming, deadlines by progress and per-document limits --------------------------
+
+PACED: dict[str, Any] = {"document_stall_seconds": 0.5, "extract_timeout_seconds": 0.2}
+
+
+class PacedExtractor:
+    """A generator extractor: `pages` pages of prose, one every `seconds`; then, if
+    `stuck`, it hangs (until the test releases it) like a parser looping mid-document.
+    Records how many pages were read and whether the caller closed it."""
+
+    def __init__(self, pages: int | None, seconds: float, stuck: bool = False) -> None:
+        self.pages, self.seconds, self.stuck = pages, seconds, stuck
+        self.first_delay = 0.0  # before page 1, as a document queued for a child waits
+        self.read = 0
+        self.closed = False
+        self.release = threading.Event()
+
+    def extract(self, path: object, content_type: str) -> Iterator[Page]:
+        try:
+            time.sleep(self.first_delay)
+            for number in itertools.count(1) if self.pages is None else range(1, self.pages + 1):
+                time.sleep(self.seconds)
+                self.read += 1
+                yield Page(number, " ".join(f"page{number} word{i}" for i in range(40)))
+            if self.stuck:
+                self.release.wait(30)
+        except GeneratorExit:
+            self.closed = True
+            raise
+
+
+def paced(extractor: PacedExtractor, **overrides: Any) -> Deps:
+    return dataclasses.replace(make_deps(**{**PACED, **overrides}), extractor=extractor)
+
+
+async def test_a_slow_but_progressing_extraction_is_not_abandoned() -> None:
+    extractor = PacedExtractor(pages=12, seconds=0.15)  # 1.8 s in all, 3.6 x the stall limit
+    deps = paced(extractor)
+    created = await put(deps)
+    assert await process_document(deps, await claim(deps)) == "completed"
+    done = await doc(deps, created.id)
+    assert (done.attempts, done.page_count) == (1, 12)
+
+
+async def test_slow_but_progressing_embedding_is_not_abandoned() -> None:
+    deps = slowed(make_deps(**PACED, embed_batch_size=1), delay=0.2)  # a batch every 0.2 s
+    created = await put(deps)
+    started = time.monotonic()
+    assert await process_document(deps, await claim(deps)) == "completed"
+    assert time.monotonic() - started > 2 * deps.settings.document_stall_seconds
+    assert (await doc(deps, created.id)).attempts == 1
+
+
+async def test_a_stuck_attempt_is_abandoned_after_the_stall_limit() -> None:
+    extractor = PacedExtractor(pages=3, seconds=0.05, stuck=True)
+    deps = paced(extractor)
+    created = await put(deps)
+    started = time.monotonic()
+    try:
+        assert await process_document(deps, await claim(deps)) == "transient:stalled"
+    finally:
+        extractor.release.set()
+    assert 0.5 <= time.monotonic() - started < 2.0
+    stuck = await doc(deps, created.id)
+    assert (stuck.status, stuck.error_code) == (Status.QUEUED, "stalled")
+    assert "SHEAF_DOCUMENT_STALL_SECONDS" in (stuck.last_error or "")
+
+
+async def test_waiting_for_the_first_page_is_not_a_stall() -> None:
+    """Two stall limits before page 1: the document may be queued for an extraction
+    process that other documents hold while they stream; the extractor bounds its own
+    wait for a page (SHEAF_EXTRACT_TIMEOUT_SECONDS in the isolated children)."""
+    extractor = PacedExtractor(pages=3, seconds=0.05)
+    extractor.first_delay = 1.0
+    deps = paced(extractor)
+    created = await put(deps)
+    assert await process_document(deps, await claim(deps)) == "completed"
+    assert (await doc(deps, created.id)).page_count == 3
+
+
+async def test_the_deadline_is_a_backstop_even_for_progress() -> None:
+    deps = paced(PacedExtractor(pages=None, seconds=0.05), document_deadline_seconds=0.8)
+    await put(deps)
+    assert await process_document(deps, await claim(deps)) == "transient:deadline_exceeded"
+
+
+async def test_pages_are_read_only_as_far_as_the_page_limit() -> None:
+    """An endless document: the stream reads one page past the limit, then stops it."""
+    extractor = PacedExtractor(pages=None, seconds=0)
+    deps = paced(extractor, document_max_pages=5)
+    created = await put(deps)
+    assert await process_document(deps, await claim(deps)) == "permanent:too_many_pages"
+    assert extractor.read == 6
+    assert extractor.closed  # the caller stopped it early: an isolated child stops too
+    failed = await doc(deps, created.id)
+    assert (failed.status, failed.error_code) == (Status.FAILED, "too_many_pages")
+    assert "SHEAF_DOCUMENT_MAX_PAGES" in (failed.last_error or "")
+
+
+@pytest.mark.parametrize(
+    ("limit", "code"),
+    [("document_max_chunks", "too_many_chunks"), ("document_max_bytes", "document_too_large")],
+)
+async def test_a_document_over_a_limit_fails_with_the_limits_name(limit: str, code: str) -> None:
+    deps = make_deps(**{limit: 3})
+    created = await put(deps)
+    assert await process_document(deps, await claim(deps)) == f"permanent:{code}"
+    failed = await doc(deps, created.id)
+    assert (failed.status, failed.error_code) == (Status.FAILED, code)
+    assert f"SHEAF_{limit.upper()}" in (failed.last_error or "")
+
+
+async def test_a_worker_over_its_memory_limit_fails_the_document_asking_for_more() -> None:
+    """The limit is on this process's resident memory, which any test run exceeds at
+    1 MiB; the same document completes under the default limit."""
+    if resident_bytes() is None:
+        pytest.skip("a process's resident memory is read from Linux's /proc")
+    deps = make_deps(worker_memory_bytes=1024 * 1024)
+    created = await put(deps)
+    assert await process_document(deps, await claim(deps)) == "transient:worker_memory_limit"
+    stopped = await doc(deps, created.id)
+    assert (stopped.status, stopped.error_code) == (Status.QUEUED, "worker_memory_limit")
+    assert "SHEAF_WORKER_MEMORY_BYTES" in (stopped.last_error or "")
