@@ -18,6 +18,9 @@ A pure, streaming function of its pages. What callers may rely on:
   A document shorter than `min_pages` pages keeps every line. Numbers are folded only in
   short lines (`FOLD_DIGITS_UP_TO` characters: "Page 7 of 80", "- 12 -"): text of the same
   shape on every page ("Pillar 3 found 9 cracks ...", wrapped or not) stays.
+- **Only whole pages.** A long page that comes in pieces (several `Page`s with one
+  number, as a text file does) is passed on as it is and confirms nothing: the edges of
+  its pieces are places in its text, not the edges of a page.
 - **Never a whole page.** A page whose every line would go keeps them all: pages that
   repeat each other entirely (a form, a slide template, a test file) are content, and a
   document of identical pages must not come out empty. The price: a blank page of a
@@ -31,6 +34,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from sheaf.domain.models import Page
 
@@ -53,10 +57,13 @@ def strip_repeated_edges(
     """The pages in order, each without its running header and footer lines."""
     if reach < 1 or edge_lines < 1 or min_pages < 2:
         raise ValueError("reach and edge_lines must be at least 1, min_pages at least 2")
-    window: deque[tuple[Page, frozenset[str]]] = deque()  # pages n - reach .. n + reach
+    window: deque[_Seen] = deque()  # pages n - reach .. n + reach
     current = 0  # index in `window` of the next page to yield
     for page in pages:
-        window.append((page, _edge_keys(page.text, edge_lines)))
+        seen = _Seen(page, _edge_keys(page.text, edge_lines))
+        if window and window[-1].page.number == page.number:  # not yet yielded: reach >= 1
+            window[-1].piece = seen.piece = True
+        window.append(seen)
         if len(window) > 2 * reach + 1:
             window.popleft()
             current -= 1
@@ -68,13 +75,18 @@ def strip_repeated_edges(
         current += 1
 
 
-def _strip(
-    window: deque[tuple[Page, frozenset[str]]], index: int, edge_lines: int, min_pages: int
-) -> Page:
-    page = window[index][0]
-    if len(window) < min_pages:
+@dataclass(slots=True)
+class _Seen:
+    page: Page
+    keys: frozenset[str]  # its edge lines, as compared
+    piece: bool = False  # one of several `Page`s of one long page (see `Page`)
+
+
+def _strip(window: deque[_Seen], index: int, edge_lines: int, min_pages: int) -> Page:
+    page = window[index].page
+    if len(window) < min_pages or window[index].piece:
         return page
-    others = [keys for i, (_, keys) in enumerate(window) if i != index]
+    others = [seen.keys for i, seen in enumerate(window) if i != index and not seen.piece]
 
     def repeated(line: str) -> bool:
         key = _key(line)

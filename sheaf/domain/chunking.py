@@ -15,8 +15,6 @@ What callers may rely on:
 - `page_start`/`page_end` are the pages of the chunk's first and last word;
 - whitespace inside a chunk is collapsed to one space, or one newline where the source
   had a line break, so paragraphs stay visible in a cited passage;
-- running headers and footers (lines repeated at the edges of nearby pages) are left out
-  (`sheaf.domain.boilerplate`), so they neither fill chunks nor match every query;
 - consecutive pages with the same number are pieces of one page (an extractor cuts a
   long page so that no piece is large): the chunks are those of the joined page;
 - `iter_chunks` makes the same chunks while the pages stream in, holding only the words
@@ -30,7 +28,6 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
-from sheaf.domain.boilerplate import strip_repeated_edges
 from sheaf.domain.models import Chunk, Page
 
 # Words only: a pattern that also captured the gap before each word would backtrack over
@@ -59,7 +56,7 @@ def iter_chunks(pages: Iterable[Page], size: int, overlap: int) -> Iterator[Chun
         raise ValueError(f"chunk size must be at least 1 character, got {size}")
     if not 0 <= overlap < size:
         raise ValueError(f"overlap must be between 0 and size - 1 ({size - 1}), got {overlap}")
-    words = _Window(_words(strip_repeated_edges(pages), size))
+    words = _Window(_words(pages, size))
     ordinal = 0
     while words.has(0):
         end, page_break = _chunk_end(words, size)

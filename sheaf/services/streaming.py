@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 
 from sheaf.config import Settings
+from sheaf.domain.boilerplate import strip_repeated_edges
 from sheaf.domain.chunking import iter_chunks
 from sheaf.domain.models import Chunk, Page
 from sheaf.errors import PermanentError, TransientError
@@ -50,7 +51,9 @@ class ChunkStream:
         self._settings = settings
         self._batch = batch
         self._on_progress = on_progress
-        self._chunks = iter_chunks(self._counted(), settings.chunk_size, settings.chunk_overlap)
+        # Running headers and footers leave the text before it is chunked.
+        pages_read = strip_repeated_edges(self._counted())
+        self._chunks = iter_chunks(pages_read, settings.chunk_size, settings.chunk_overlap)
         self._step: asyncio.Future[list[Chunk]] | None = None
         self.pages = 0
         self.chunks = 0

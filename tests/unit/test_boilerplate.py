@@ -95,8 +95,20 @@ def test_look_ahead_is_bounded() -> None:
 
 
 def test_chunks_no_longer_carry_the_running_header() -> None:
-    chunks = chunk_pages(report(BODIES), 300, 0)
+    chunks = chunk_pages(strip_repeated_edges(report(BODIES)), 300, 0)
     text = " ".join(chunk.text for chunk in chunks)
     assert "ACME" not in text
     assert "Page" not in text
     assert all(body.split()[0] in text for body in BODIES)
+
+
+def test_pieces_of_one_long_page_keep_their_edges() -> None:
+    pieces = [
+        Page(
+            1,
+            f"2024-01-0{n} started\nitem {n} of the log, a line of its own: {'x' * n}\n"
+            f"2024-01-0{n} stopped",
+        )
+        for n in range(1, 8)
+    ]
+    assert list(strip_repeated_edges(pieces)) == pieces
