@@ -7,11 +7,11 @@ magic bytes match the allow-list below, and rejects everything else at upload wi
 like, so the person uploading can act on it.
 
     %PDF- within the first 1024 bytes          → PDF  (junk before the header is common)
-    PK\\x03\\x04 whose entries show a Word,       → DOCX, PPTX, XLSX (macro-enabled
-      PowerPoint or Excel body                    variants and plain zips: no)
-    \\x89PNG, \\xff\\xd8\\xff, II*\\0 / MM\\0*        → PNG, JPEG, TIFF (read by OCR)
+    PK\\x03\\x04 with word/, ppt/ or xl/ entries  → DOCX, PPTX, XLSX (macro-enabled variants,
+                                                 other zips: no)
+    \\x89PNG / \\xff\\xd8\\xff / II*\\0 or MM\\0*    → PNG, JPEG, TIFF (read by OCR)
     <!DOCTYPE html>, <html>, <head> or <body>
-      first (after a BOM, blanks, comments)    → HTML (in any charset it declares)
+      first (after a BOM, blanks, comments)    → HTML (in whatever charset it declares)
     BOM-less UTF-8, or a UTF-8/UTF-16 BOM, with
     no NUL and few control characters         → TEXT (MARKDOWN only by a .md filename hint)
 

@@ -5,6 +5,8 @@ through unchanged; a page without text is rendered with PDFium (pypdfium2) and r
 Tesseract, so page numbers stay exactly the PDF's. A page that renders blank (white) is
 not sent to Tesseract at all: nothing to read, and no OCR time spent on empty pages.
 
+More text-less pages than `max_pages` fail the document with `ocr_page_limit`: before any
+is read when the pages come as a list, else when the first one over the limit comes.
 PDFium is opened only when the first text-less page comes, so a PDF with text on every
 page costs nothing extra. A page is rendered at `OcrOptions.dpi`, scaled down as far as
 needed to stay under `max_image_pixels` (a poster-sized page is legitimate; a 200-inch
@@ -15,7 +17,7 @@ plus `corrupt_pdf` when PDFium cannot open or render a file pypdf could read.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pypdfium2 as pdfium
@@ -33,6 +35,10 @@ def ocr_textless_pages(path: Path, pages: Iterable[Page], options: OcrOptions) -
     if not options.enabled:
         yield from pages  # a scan then ends as `no_text`, whose message says to run OCR
         return
+    if isinstance(pages, Sequence):  # all known already: refuse before reading any
+        textless = sum(1 for page in pages if not page.text.strip())
+        if textless > options.max_pages:
+            raise too_many_pages(str(textless), options)
     document: pdfium.PdfDocument | None = None
     ocr_count = 0
     try:

@@ -63,7 +63,7 @@ class ChunkStream:
         """The next batch of chunks, empty at the end of the document."""
         self._step = asyncio.ensure_future(asyncio.to_thread(self._read_batch))
         # Shielded: a cancelled attempt must not forget a step still running in its
-        # thread; `aclose` waits for it before closing the extractor's iterator.
+        # thread; `aclose` closes the extractor's iterator only once that step is done.
         return await asyncio.shield(self._step)
 
     async def aclose(self) -> None:
