@@ -314,8 +314,8 @@ async def _pipeline(deps: Deps, lease: Lease, stages: Stages) -> Completion:
     stages.seconds["extract"] = stream.extract_seconds
     if not stream.chunks:
         raise PermanentError(
-            "no extractable text: the file is empty or, for a PDF, has no text layer "
-            "(a scan); run OCR on it and upload the result",
+            "no extractable text: the pages are blank, or they are scans and OCR is turned "
+            "off (SHEAF_OCR_ENABLED); upload a file with text, or turn OCR on and retry",
             code="no_text",
         )
     return Completion(
