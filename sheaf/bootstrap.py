@@ -22,7 +22,7 @@ from sheaf.adapters.sql.migrate import check_schema, upgrade
 from sheaf.config import Settings
 from sheaf.extract import LocalExtractor
 from sheaf.extract.isolated import IsolatedExtractor
-from sheaf.ports import BlobStore, Embedder, MessageBus
+from sheaf.ports import BlobStore, Embedder, MessageBus, WorkQueue
 from sheaf.services.deps import Deps
 
 
@@ -51,7 +51,8 @@ async def open_deps(settings: Settings, *, warm_extractor: bool = False) -> Asyn
         await check_schema(store.engine)
         blobs = _blob_store(settings, credential)
         stack.push_async_callback(blobs.close)
-        bus = _message_bus(settings, credential)
+        queue = _work_queue(settings, credential)
+        bus: MessageBus = queue if queue is not None else NoMessageBus()
         stack.push_async_callback(bus.close)
         embedder = _embedder(settings, credential)
         stack.push_async_callback(embedder.close)
@@ -75,6 +76,7 @@ async def open_deps(settings: Settings, *, warm_extractor: bool = False) -> Asyn
             bus=bus,
             extractor=extractor,
             embedder=embedder,
+            queue=queue,
         )
 
 
@@ -92,9 +94,9 @@ async def _credential(
     return credential
 
 
-def _message_bus(settings: Settings, credential: AsyncTokenCredential | None) -> MessageBus:
+def _work_queue(settings: Settings, credential: AsyncTokenCredential | None) -> WorkQueue | None:
     if settings.message_bus == "none":
-        return NoMessageBus()
+        return None
     from sheaf.adapters.bus_servicebus import ServiceBusMessageBus
 
     queue = settings.servicebus_queue

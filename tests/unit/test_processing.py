@@ -92,7 +92,7 @@ async def test_entering_stages_costs_no_renewal() -> None:
     """A document done within one heartbeat writes nothing but its chunks and completion."""
     deps, renewals = logging_renewals(make_deps(heartbeat_seconds=30, lease_seconds=90))
     created = await put(deps)
-    assert await process_document(deps, await claim(deps)) == "completed"
+    assert (await process_document(deps, await claim(deps))).label == "completed"
     assert renewals.stages == []
     assert (await doc(deps, created.id)).history[0].stage == "index"  # set by the chunk write
 
@@ -101,7 +101,7 @@ async def test_the_heartbeat_reports_the_stage_the_document_is_in(deps: Deps) ->
     logged, renewals = logging_renewals(deps)
     slow = slowed(logged, delay=0.25)  # every embedding call outlasts two heartbeats
     created = await put(slow)
-    assert await process_document(slow, await claim(slow)) == "completed"
+    assert (await process_document(slow, await claim(slow))).label == "completed"
     assert "embed" in renewals.stages
     assert set(renewals.stages) <= {"download", "extract", "chunk", "embed", "index"}
     assert (await doc(deps, created.id)).attempts == 1
@@ -111,7 +111,7 @@ async def test_a_document_is_processed_and_searchable(deps: Deps) -> None:
     pdf = make_pdf(["alpha beta gamma " * 8, "delta epsilon zeta eta theta " * 5])
     created = await put(deps, pdf)
     lease = await claim(deps)
-    assert await process_document(deps, lease) == "completed"
+    assert (await process_document(deps, lease)).label == "completed"
     done = await doc(deps, created.id)
     assert (done.status, done.attempts, done.page_count) == (Status.COMPLETED, 1, 2)
     assert done.history[0].stage_seconds.keys() >= {"download", "extract", "embed", "index"}
@@ -124,7 +124,7 @@ async def test_the_heartbeat_keeps_a_slow_document_alive(deps: Deps) -> None:
     created = await put(deps)
     slow = slowed(deps, delay=0.3)  # many batches x 0.3 s is far beyond the 0.6 s lease
     lease = await claim(slow)
-    assert await process_document(slow, lease) == "completed"
+    assert (await process_document(slow, lease)).label == "completed"
     assert (await doc(deps, created.id)).attempts == 1
 
 
@@ -148,7 +148,7 @@ async def test_the_next_batch_is_embedding_while_one_is_written() -> None:
     embedder = CountingEmbedder(deps.embedder, delay=0.02)
     deps = dataclasses.replace(deps, embedder=embedder)
     created = await put(deps)
-    assert await process_document(deps, await claim(deps)) == "completed"
+    assert (await process_document(deps, await claim(deps))).label == "completed"
 
     done = await doc(deps, created.id)
     assert done.chunk_count == embedder.calls >= 3
@@ -163,7 +163,7 @@ async def test_a_failed_batch_fails_the_attempt_and_leaves_no_embedding_running(
     failing = CountingEmbedder(deps.embedder, delay=0.02, fail=TransientError("down"))
     deps = dataclasses.replace(deps, embedder=failing)
     created = await put(deps)
-    assert await process_document(deps, await claim(deps)) == "transient:transient_error"
+    assert (await process_document(deps, await claim(deps))).label == "transient:transient_error"
     await asyncio.sleep(0.05)
     assert failing.in_flight == 0
     assert (await doc(deps, created.id)).status is Status.QUEUED
@@ -178,9 +178,9 @@ async def test_a_worker_whose_lease_was_taken_over_cannot_complete(deps: Deps) -
     taken = await deps.store.acquire_document_lease(created.id, "b", 30)
     assert taken.outcome is AcquireOutcome.ACQUIRED
     assert taken.lease is not None
-    assert await process_document(stalled, lease_a) == "lease_lost"
+    assert (await process_document(stalled, lease_a)).label == "lease_lost"
     assert await deps.store.document_chunks(created.id) == []
-    assert await process_document(deps, taken.lease) == "completed"
+    assert (await process_document(deps, taken.lease)).label == "completed"
     final = await doc(deps, created.id)
     assert final.attempts == 2
     assert [a.outcome.value for a in final.history] == ["expired", "completed"]
@@ -194,7 +194,7 @@ async def test_a_refused_renewal_stops_the_attempt_at_once(deps: Deps) -> None:
     task = asyncio.create_task(process_document(slow, lease))
     await asyncio.sleep(0.1)
     await deps.store.delete_document(created.id)  # the tombstone clears the lease
-    assert await asyncio.wait_for(task, 2) == "lease_lost"
+    assert (await asyncio.wait_for(task, 2)).label == "lease_lost"
     assert (await doc(deps, created.id)).status is Status.DELETED
 
 
