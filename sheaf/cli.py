@@ -79,14 +79,17 @@ def up(host: str | None, port: int | None, workers: int | None) -> None:
     logs.configure(settings)
     _check_exposure(settings)
     migrate(settings)
-    click.echo(
-        f"Sheaf is up: API http://{settings.host}:{settings.port} with {settings.workers} "
-        f"worker process(es); database {_where(settings)}; blobs in {settings.blob_dir}. "
-        "Ctrl-C stops it.",
-        err=True,
-    )
+
+    def announce() -> None:  # once the API listens: a port in use fails before this
+        click.echo(
+            f"Sheaf is up: API http://{settings.host}:{settings.port} with {settings.workers} "
+            f"worker process(es); database {_where(settings)}; blobs in {settings.blob_dir}. "
+            "Ctrl-C stops it.",
+            err=True,
+        )
+
     env = {**os.environ, "SHEAF_WORKERS": str(settings.workers)}
-    _run(run_up(settings, env))
+    _run(run_up(settings, env, announce))
 
 
 def _where(settings: Settings) -> str:
@@ -131,12 +134,17 @@ async def _serve_until_signal(settings: Settings) -> None:
 @click.option(
     "--concurrency", type=int, default=None, help="Documents at once [SHEAF_CONCURRENCY]."
 )
-def worker(concurrency: int | None) -> None:
+@click.option("--supervisor-pid", type=int, default=None, hidden=True)
+def worker(concurrency: int | None, supervisor_pid: int | None) -> None:
     """Run one worker process until SIGTERM (finishes or releases documents in flight)."""
     from worker.runner import run_worker
 
     settings = _settings(concurrency=concurrency)
     logs.configure(settings)
+    if supervisor_pid is not None:  # started by `sheaf up`: stop when it does, however
+        from sheaf.lifeline import stop_with_parent
+
+        stop_with_parent(supervisor_pid)
     _run(run_worker(settings))
 
 

@@ -5,6 +5,11 @@ SIGKILL of a test — never takes the API or the other workers down; a worker th
 restarted with backoff. On SIGINT/SIGTERM the API stops accepting, workers get SIGTERM and
 `shutdown_grace_seconds` (+5 s) to release their documents, then SIGKILL.
 
+No worker outlives the supervisor: workers start only once the API listens (a port in use
+is one error line, with nothing to clean up), a worker task that is cancelled stops its
+process, and each worker gets SIGTERM from the kernel if the supervisor dies without a
+chance to clean up, SIGKILL included (`sheaf.lifeline`).
+
 Each worker serves its own `/metrics` (and `/healthz`, `/readyz`): worker N on
 `SHEAF_WORKER_METRICS_PORT` + N, when that base port is set. A restarted worker gets the
 same port back, so Prometheus sees one target per worker slot whose counters reset.
@@ -14,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from api.server import serve
 from sheaf import metrics
@@ -31,18 +37,38 @@ RESTART_MAX_SECONDS = 30.0
 HEALTHY_RUN_SECONDS = 60.0
 
 
-async def run_up(settings: Settings, environ: Mapping[str, str]) -> None:
+async def run_up(
+    settings: Settings, environ: Mapping[str, str], announce: Callable[[], None] = lambda: None
+) -> None:
+    """Serve the API, then start the workers; `announce` runs once the API listens.
+
+    Raises `ConfigError` (before any worker starts) when the API cannot listen.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     check_worker_ports(settings)
+    listening = asyncio.Event()
+    api = asyncio.create_task(serve(settings, stop, listening), name="api")
+    listened = asyncio.create_task(listening.wait())
+    await asyncio.wait({api, listened}, return_when=asyncio.FIRST_COMPLETED)
+    listened.cancel()
+    if api.done():
+        api.result()  # raises why the API could not listen
+        return
+    announce()
     async with asyncio.TaskGroup() as group:
-        api = group.create_task(serve(settings, stop), name="api")
+        group.create_task(_until(api), name="api")
         for n in range(settings.workers):
             env = worker_env(environ, settings, n)
             group.create_task(_keep_worker(n, env, settings, stop), name=f"worker-{n}")
         api.add_done_callback(lambda _: stop.set())
+
+
+async def _until(task: asyncio.Task[None]) -> None:
+    """The running API, joined to the group: if it fails, the workers are stopped too."""
+    await task
 
 
 def worker_env(environ: Mapping[str, str], settings: Settings, n: int) -> dict[str, str]:
@@ -75,13 +101,19 @@ async def _keep_worker(
     while not stop.is_set():
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sheaf", "worker", env=env
+            sys.executable, "-m", "sheaf", "worker", f"--supervisor-pid={os.getpid()}", env=env
         )
         log.info("worker process started", extra={"worker": n, "pid": proc.pid})
         waiter = asyncio.create_task(proc.wait())
         stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # another task of `sheaf up` failed: take it along
+            if proc.returncode is None:
+                proc.terminate()  # it releases its documents; it cannot be waited for here
+            raise
+        finally:
+            stopper.cancel()
         if stop.is_set():
             await _terminate(proc, waiter, settings.shutdown_grace_seconds + 5)
             return
