@@ -240,7 +240,10 @@ class Settings(BaseModel):
         30.0, gt=0, description="How often queued rows without a recent message are re-sent."
     )
     reconcile_after_seconds: float = Field(
-        120.0, gt=0, description="A queued row undispatched this long is re-sent."
+        120.0,
+        gt=0,
+        description="A queued row undispatched this long gets a new wake-up if the queue "
+        "holds none for it.",
     )
     cleanup_interval_seconds: float = Field(
         30.0, gt=0, description="How often tombstones and orphan blobs are cleaned."

@@ -311,6 +311,14 @@ class WorkQueue(MessageBus, DeadLetterView, Protocol):
         """
         ...
 
+    async def waiting(self, limit: int) -> set[str] | None:
+        """Ids of the documents that have a wake-up in the queue — ready, scheduled or
+        locked by a receiver — found by peeking at up to `limit` messages (nothing is
+        locked). None when the queue holds more than that, so what is missing cannot be
+        told. Bodies that are not wake-ups are skipped. Raises `QueueUnavailable`.
+        """
+        ...
+
 
 class Extractor(Protocol):
     def extract(self, path: Path, content_type: str) -> list[Page]:

@@ -27,7 +27,7 @@ from sheaf.aio import wait_event
 from sheaf.auth.keys import ApiKey, NewApiKey, StoredKey
 from sheaf.domain.blobkeys import validate_blob_key
 from sheaf.domain.chunking import content_hash
-from sheaf.domain.messages import encode, message_id, when
+from sheaf.domain.messages import MalformedMessage, decode, encode, message_id, when
 from sheaf.domain.models import (
     TERMINAL_STATUSES,
     AcquireOutcome,
@@ -833,6 +833,17 @@ class InMemoryQueue:
         del self._active[message.sequence_number]
         message.reason, message.description = reason, description
         self._dead[message.sequence_number] = message
+
+    async def waiting(self, limit: int) -> set[str] | None:
+        self._check_up()
+        self._expire()
+        if len(self._active) > limit:
+            return None
+        ids = set()
+        for message in self._active.values():
+            with contextlib.suppress(MalformedMessage):
+                ids.add(decode(message.body).document_id)
+        return ids
 
     # -- DeadLetterView -------------------------------------------------------------------
 

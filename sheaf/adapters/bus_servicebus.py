@@ -38,7 +38,7 @@ from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver, ServiceBu
 from azure.servicebus.exceptions import ServiceBusError
 
 from sheaf import metrics
-from sheaf.domain.messages import CONTENT_TYPE, encode, message_id, when
+from sheaf.domain.messages import CONTENT_TYPE, MalformedMessage, decode, encode, message_id, when
 from sheaf.domain.models import Dispatch
 from sheaf.errors import QueueUnavailable
 from sheaf.ports import DeadLetter, Delivery
@@ -131,25 +131,30 @@ class ServiceBusMessageBus:
             receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
         )
 
+    async def waiting(self, limit: int) -> set[str] | None:
+        try:
+            async with self.receiver(prefetch=0) as receiver:
+                messages = await _peek(receiver, limit + 1, 0)
+        except ServiceBusError as exc:
+            raise _unreachable(self.queue, exc, "the reconciler re-sends as before") from exc
+        if len(messages) > limit:
+            return None
+        ids = set()
+        for message in messages:
+            with contextlib.suppress(MalformedMessage):
+                ids.add(decode(b"".join(message.body)).document_id)
+        return ids
+
     async def peek_dead_letters(
         self, limit: int, from_sequence_number: int = 0
     ) -> list[DeadLetter]:
         """Up to `limit` dead-lettered messages in sequence order, without locking any."""
-        found: list[DeadLetter] = []
         try:
             async with self.dead_letter_receiver() as receiver:
-                while len(found) < limit:
-                    page = await receiver.peek_messages(
-                        max_message_count=min(PEEK_PAGE, limit - len(found)),
-                        sequence_number=from_sequence_number,
-                    )
-                    if not page:
-                        break
-                    found.extend(_dead_letter(m) for m in page)
-                    from_sequence_number = found[-1].sequence_number + 1
+                found = await _peek(receiver, limit, from_sequence_number)
         except ServiceBusError as exc:
             raise _unreachable(self.queue, exc, DLQ_LATER) from exc
-        return found
+        return [_dead_letter(m) for m in found]
 
     async def take_dead_letters(
         self,
@@ -213,6 +218,23 @@ class ServiceBusMessageBus:
             with contextlib.suppress(ServiceBusError, TimeoutError):
                 async with asyncio.timeout(SEND_TIMEOUT):
                     await sender.close()
+
+
+async def _peek(
+    receiver: ServiceBusReceiver, limit: int, from_sequence_number: int
+) -> list[ServiceBusReceivedMessage]:
+    """Up to `limit` messages in sequence order from `from_sequence_number`, locking none."""
+    found: list[ServiceBusReceivedMessage] = []
+    while len(found) < limit:
+        page = await receiver.peek_messages(
+            max_message_count=min(PEEK_PAGE, limit - len(found)),
+            sequence_number=from_sequence_number,
+        )
+        if not page:
+            break
+        found.extend(page)
+        from_sequence_number = (found[-1].sequence_number or 0) + 1
+    return found
 
 
 def _message(dispatch: Dispatch) -> ServiceBusMessage:

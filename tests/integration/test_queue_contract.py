@@ -193,3 +193,16 @@ async def test_too_many_failed_deliveries_dead_letter_the_message(queue: WorkQue
         assert await receiver.receive(1, 0.5) == []
     [letter] = await queue.peek_dead_letters(10)
     assert (letter.message_id, letter.reason) == ("d1:1", "MaxDeliveryCountExceeded")
+
+
+async def test_waiting_names_the_documents_with_a_wake_up_in_the_queue(queue: WorkQueue) -> None:
+    later = datetime.now(UTC) + timedelta(seconds=60)
+    await queue.send([Dispatch("d1", "c", 1), Dispatch("d2", "c", 1, not_before=later)])
+    await queue.send([Dispatch("d3", "c", 1)])
+    async with queue.deliveries(prefetch=0, lock_renewal_seconds=30.0) as receiver:
+        [locked] = await receiver.receive(1, 2.0)  # d1: locked, still in the queue
+        assert locked.message_id == "d1:1"
+        assert await queue.waiting(10) == {"d1", "d2", "d3"}  # ready, scheduled, locked
+        assert await queue.waiting(2) is None  # more than it may look at
+        assert await locked.complete()
+    assert await queue.waiting(10) == {"d2", "d3"}
