@@ -18,11 +18,13 @@ from sheaf.adapters.blob_local import LocalBlobStore
 from sheaf.adapters.bus_none import NoMessageBus
 from sheaf.adapters.embed_lexical import LexicalEmbedder
 from sheaf.adapters.sql import open_store
+from sheaf.adapters.sql.keys import SqlKeyStore
+from sheaf.adapters.sql.keys import open_key_store as open_sql_key_store
 from sheaf.adapters.sql.migrate import check_schema, upgrade
 from sheaf.config import Settings
 from sheaf.extract import LocalExtractor
 from sheaf.extract.isolated import IsolatedExtractor
-from sheaf.ports import BlobStore, Embedder, MessageBus, WorkQueue
+from sheaf.ports import BlobStore, Embedder, KeyStore, MessageBus, WorkQueue
 from sheaf.services.deps import Deps
 
 
@@ -77,7 +79,21 @@ async def open_deps(settings: Settings, *, warm_extractor: bool = False) -> Asyn
             extractor=extractor,
             embedder=embedder,
             queue=queue,
+            keys=SqlKeyStore(store.engine),  # same database, same pool, same identity
         )
+
+
+@contextlib.asynccontextmanager
+async def open_key_store(settings: Settings) -> AsyncIterator[KeyStore]:
+    """The API key store alone, on an engine of its own (for `sheaf keys`)."""
+    async with contextlib.AsyncExitStack() as stack:
+        credential = await _credential(settings, stack)
+        keys = open_sql_key_store(
+            settings.database_url.get_secret_value(),
+            credential=credential if settings.database_auth == "entra" else None,
+        )
+        stack.push_async_callback(keys.close)
+        yield keys
 
 
 async def _credential(

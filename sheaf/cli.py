@@ -8,7 +8,6 @@ Settings come from `SHEAF_*` variables; options override them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -20,9 +19,9 @@ import click
 
 from sheaf import logs
 from sheaf.auth.keys import new_key
-from sheaf.auth.scopes import Scope
 from sheaf.client import ApiError, Client, expand_paths
 from sheaf.config import Settings
+from sheaf.domain.scopes import Scope
 from sheaf.errors import ConfigError, SheafError, StoreUnavailable
 from sheaf.ports import KeyStore
 
@@ -72,6 +71,7 @@ def main(ctx: click.Context, api_key: str | None) -> None:
 @click.option("--workers", type=int, default=None, help="Worker processes [SHEAF_WORKERS; 2].")
 def up(host: str | None, port: int | None, workers: int | None) -> None:
     """Migrate the database, then run the API and worker processes together."""
+    from api.server import serve
     from sheaf.bootstrap import migrate
     from sheaf.supervisor import run_up
 
@@ -89,7 +89,7 @@ def up(host: str | None, port: int | None, workers: int | None) -> None:
         )
 
     env = {**os.environ, "SHEAF_WORKERS": str(settings.workers)}
-    _run(run_up(settings, env, announce))
+    _run(run_up(settings, env, serve, announce))
 
 
 def _where(settings: Settings) -> str:
@@ -439,18 +439,9 @@ def keys_revoke(key_id: str) -> None:
 
 
 async def _with_key_store(use: Callable[[KeyStore], Awaitable[T]]) -> T:
-    from sheaf.adapters.sql.keys import open_key_store
+    from sheaf.bootstrap import open_key_store
 
-    settings = _settings()
-    async with contextlib.AsyncExitStack() as stack:
-        credential = None
-        if settings.database_auth == "entra":
-            from azure.identity.aio import DefaultAzureCredential
-
-            credential = DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
-            stack.push_async_callback(credential.close)
-        store = open_key_store(settings.database_url.get_secret_value(), credential=credential)
-        stack.push_async_callback(store.close)
+    async with open_key_store(_settings()) as store:
         try:
             return await use(store)
         except StoreUnavailable as exc:

@@ -16,6 +16,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from sheaf.domain.scopes import parse_role_scopes
 from sheaf.errors import ConfigError
 
 PREFIX = "SHEAF_"
@@ -330,8 +331,6 @@ class Settings(BaseModel):
         return problems + self._auth_problems()
 
     def _auth_problems(self) -> list[str]:
-        from sheaf.auth.scopes import parse_role_scopes  # sheaf.auth imports this module
-
         problems = []
         if "entra" in self.auth_mode and not (self.entra_tenant_id and self.entra_audience):
             problems.append(

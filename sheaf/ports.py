@@ -13,8 +13,9 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from sheaf.domain.keys import ApiKey, NewApiKey, StoredKey
 from sheaf.domain.models import (
     AcquireResult,
     Chunk,
@@ -33,9 +34,6 @@ from sheaf.domain.models import (
     Stats,
     Status,
 )
-
-if TYPE_CHECKING:  # sheaf.auth imports the services, which import these ports
-    from sheaf.auth.keys import ApiKey, NewApiKey, StoredKey
 
 
 class LeaseStore(Protocol):

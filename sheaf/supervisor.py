@@ -23,9 +23,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
-from api.server import serve
 from sheaf import metrics
 from sheaf.aio import wait_event
 from sheaf.config import Settings
@@ -37,12 +37,20 @@ RESTART_MAX_SECONDS = 30.0
 HEALTHY_RUN_SECONDS = 60.0
 
 
+# `api.server.serve`, passed in by the CLI: the shared package does not import the API.
+ServeApi = Callable[[Settings, asyncio.Event, asyncio.Event], Coroutine[Any, Any, None]]
+
+
 async def run_up(
-    settings: Settings, environ: Mapping[str, str], announce: Callable[[], None] = lambda: None
+    settings: Settings,
+    environ: Mapping[str, str],
+    serve: ServeApi,
+    announce: Callable[[], None] = lambda: None,
 ) -> None:
     """Serve the API, then start the workers; `announce` runs once the API listens.
 
-    Raises `ConfigError` (before any worker starts) when the API cannot listen.
+    `serve(settings, stop, listening)` sets `listening` once bound. Raises `ConfigError`
+    (before any worker starts) when the API cannot listen.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -24,9 +24,9 @@ import numpy as np
 import numpy.typing as npt
 
 from sheaf.aio import wait_event
-from sheaf.auth.keys import ApiKey, NewApiKey, StoredKey
 from sheaf.domain.blobkeys import validate_blob_key
 from sheaf.domain.chunking import content_hash
+from sheaf.domain.keys import ApiKey, NewApiKey, StoredKey
 from sheaf.domain.messages import MalformedMessage, decode, encode, message_id, when
 from sheaf.domain.models import (
     TERMINAL_STATUSES,
