@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from sheaf.auth.scopes import Scope
+from sheaf.domain.scopes import Scope
 
 
 class Target(enum.Enum):

@@ -16,17 +16,21 @@ from aiohttp import web
 from api import apidocs, console, console_api, handlers, routes, security, views
 from api.keys import DEPS
 from sheaf import metrics, observability
-from sheaf.adapters.sql import SqlDocumentStore
-from sheaf.adapters.sql.keys import SqlKeyStore
 from sheaf.bootstrap import open_deps
 from sheaf.config import Settings
-from sheaf.errors import ClientError, NotFound, SheafError, StoreUnavailable, TransientError
+from sheaf.errors import (
+    ClientError,
+    ConfigError,
+    NotFound,
+    SheafError,
+    StoreUnavailable,
+    TransientError,
+)
 from sheaf.observability import LoopMonitor
 from sheaf.ports import KeyStore
 from sheaf.services.dashboard import sample_queue
 from sheaf.services.deps import Deps
 from sheaf.services.housekeeping import run_housekeeping
-from sheaf.testing import InMemoryKeyStore
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +46,8 @@ def create_app(
     keys: KeyStore | None = None,
 ) -> web.Application:
     """`housekeeping=False` (tests on fakes) runs no background jobs: neither recovery nor
-    the database gauges. `keys` replaces the key store (by default the database's, or an
-    empty in-memory one when `deps` are fakes)."""
+    the database gauges. `keys` replaces the key store (by default `deps.keys`, which the
+    composition root opens on the database)."""
     handlers.strict_multipart()
     app = web.Application(middlewares=[_observe, _errors, security.middleware])
     app.cleanup_ctx.append(_resources(settings, deps))
@@ -63,12 +67,10 @@ def _routes(app: web.Application) -> None:
 
 def _key_store(given: KeyStore | None) -> Callable[[web.Application], KeyStore]:
     def choose(app: web.Application) -> KeyStore:
-        if given is not None:
-            return given
-        store = app[DEPS].store
-        if isinstance(store, SqlDocumentStore):
-            return SqlKeyStore(store.engine)  # same database, same pool, same identity
-        return InMemoryKeyStore()
+        keys = given or app[DEPS].keys
+        if keys is None:
+            raise ConfigError("the API needs a key store: Deps.keys, or create_app(keys=...)")
+        return keys
 
     return choose
 

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from api import handlers as h
 from api.access import ADMIN_ONLY, PUBLIC, Access, Target
-from sheaf.auth.scopes import Scope
+from sheaf.domain.scopes import Scope
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -26,8 +26,8 @@ from api.routes import ACCESS
 from sheaf.auth import Authenticator, build_authenticator
 from sheaf.auth.errors import Forbidden, RateLimited
 from sheaf.auth.ratelimit import TokenBucketLimiter
-from sheaf.auth.scopes import ALL_COLLECTIONS, Principal, Scope
 from sheaf.config import Settings
+from sheaf.domain.scopes import ALL_COLLECTIONS, Principal, Scope
 from sheaf.errors import NotFound
 from sheaf.ports import KeyStore
 

@@ -16,7 +16,10 @@ from sheaf.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
+async def serve(
+    settings: Settings, stop: asyncio.Event, listening: asyncio.Event | None = None
+) -> None:
+    """Serve until `stop`; `listening` is set once the port is bound."""
     check_exposure(settings, warn=False)  # the command line checked (and warned) already
     runner = JsonErrorRunner(create_app(settings), access_log=None, handle_signals=False)
     await runner.setup()
@@ -30,6 +33,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 "is another Sheaf running? Choose another port with --port or SHEAF_PORT"
             ) from exc
         log.info("api listening", extra={"url": f"http://{settings.host}:{settings.port}"})
+        if listening is not None:
+            listening.set()
         await stop.wait()
     finally:
         await runner.cleanup()

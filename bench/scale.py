@@ -154,7 +154,7 @@ async def _timed_document(ctx: Context, deps: Deps, name: str, size: int) -> flo
     await accept_upload(deps, COLLECTION, path.name, file_body(path))
     started = time.perf_counter()
     [lease] = await deps.store.claim_queued_documents("scale", deps.settings.lease_seconds, 1)
-    outcome = await process_document(deps, lease)
+    outcome = (await process_document(deps, lease)).label
     if outcome != "completed":
         raise RuntimeError(f"{name}: {outcome}")
     return time.perf_counter() - started

@@ -8,6 +8,7 @@ cancellation, which would make a worker ignore its shutdown.
 from __future__ import annotations
 
 import asyncio
+import random
 
 
 async def wait_event(event: asyncio.Event, seconds: float | None) -> bool:
@@ -28,3 +29,20 @@ async def wait_any(events: list[asyncio.Event], seconds: float | None) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+class Backoff:
+    """Jittered exponential delays: `first` * 2**n * [0.5, 1.0), capped at `cap` seconds."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first = first
+        self.cap = cap
+        self._next = first
+
+    def next(self) -> float:
+        delay = self._next * random.uniform(0.5, 1.0)
+        self._next = min(self._next * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first

@@ -19,11 +19,13 @@ from sheaf.adapters.blob_local import LocalBlobStore
 from sheaf.adapters.bus_none import NoMessageBus
 from sheaf.adapters.embed_lexical import LexicalEmbedder
 from sheaf.adapters.sql import open_store
+from sheaf.adapters.sql.keys import SqlKeyStore
+from sheaf.adapters.sql.keys import open_key_store as open_sql_key_store
 from sheaf.adapters.sql.migrate import check_schema, upgrade
 from sheaf.config import Settings
 from sheaf.extract import LocalExtractor, OcrOptions, PdfLimits
 from sheaf.extract.isolated import IsolatedExtractor
-from sheaf.ports import BlobStore, Embedder, Extractor, MessageBus
+from sheaf.ports import BlobStore, Embedder, Extractor, KeyStore, MessageBus, WorkQueue
 from sheaf.services.deps import Deps
 
 
@@ -53,7 +55,8 @@ async def open_deps(settings: Settings, *, warm_extractor: bool = False) -> Asyn
         await check_schema(store.engine)
         blobs = _blob_store(settings, credential)
         stack.push_async_callback(blobs.close)
-        bus = _message_bus(settings, credential)
+        queue = _work_queue(settings, credential)
+        bus: MessageBus = queue if queue is not None else NoMessageBus()
         stack.push_async_callback(bus.close)
         embedder = _embedder(settings, credential)
         stack.push_async_callback(embedder.close)
@@ -81,7 +84,22 @@ async def open_deps(settings: Settings, *, warm_extractor: bool = False) -> Asyn
             bus=bus,
             extractor=extractor,
             embedder=embedder,
+            queue=queue,
+            keys=SqlKeyStore(store.engine),  # same database, same pool, same identity
         )
+
+
+@contextlib.asynccontextmanager
+async def open_key_store(settings: Settings) -> AsyncIterator[KeyStore]:
+    """The API key store alone, on an engine of its own (for `sheaf keys`)."""
+    async with contextlib.AsyncExitStack() as stack:
+        credential = await _credential(settings, stack)
+        keys = open_sql_key_store(
+            settings.database_url.get_secret_value(),
+            credential=credential if settings.database_auth == "entra" else None,
+        )
+        stack.push_async_callback(keys.close)
+        yield keys
 
 
 async def _credential(
@@ -139,9 +157,9 @@ def _remote_ocr(
     return remote
 
 
-def _message_bus(settings: Settings, credential: AsyncTokenCredential | None) -> MessageBus:
+def _work_queue(settings: Settings, credential: AsyncTokenCredential | None) -> WorkQueue | None:
     if settings.message_bus == "none":
-        return NoMessageBus()
+        return None
     from sheaf.adapters.bus_servicebus import ServiceBusMessageBus
 
     queue = settings.servicebus_queue

@@ -8,7 +8,6 @@ Settings come from `SHEAF_*` variables; options override them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -22,9 +21,9 @@ import click
 from sheaf import cli_views as views
 from sheaf import logs
 from sheaf.auth.keys import new_key
-from sheaf.auth.scopes import Scope
 from sheaf.client import ApiError, Client, expand_paths
 from sheaf.config import Settings
+from sheaf.domain.scopes import Scope
 from sheaf.errors import ConfigError, SheafError, StoreUnavailable
 from sheaf.ports import KeyStore
 
@@ -77,6 +76,7 @@ def main(ctx: click.Context, api_key: str | None) -> None:
 @click.option("--workers", type=int, default=None, help="Worker processes [SHEAF_WORKERS; 2].")
 def up(host: str | None, port: int | None, workers: int | None) -> None:
     """Migrate the database, then run the API and worker processes together."""
+    from api.server import serve
     from sheaf.bootstrap import migrate
     from sheaf.supervisor import run_up
 
@@ -84,18 +84,21 @@ def up(host: str | None, port: int | None, workers: int | None) -> None:
     logs.configure(settings)
     _check_exposure(settings)
     migrate(settings)
-    # A log record, not a bare line: stderr then carries one format (JSON off a terminal).
-    log.info(
-        "Sheaf is up; Ctrl-C stops it",
-        extra={
-            "url": f"http://{settings.host}:{settings.port}",
-            "workers": settings.workers,
-            "database": _where(settings),
-            "blobs": str(settings.blob_dir),
-        },
-    )
+
+    def announce() -> None:  # once the API listens: a port in use fails before this
+        # A log record, not a bare line: stderr then carries one format (JSON off a terminal).
+        log.info(
+            "Sheaf is up; Ctrl-C stops it",
+            extra={
+                "url": f"http://{settings.host}:{settings.port}",
+                "workers": settings.workers,
+                "database": _where(settings),
+                "blobs": str(settings.blob_dir),
+            },
+        )
+
     env = {**os.environ, "SHEAF_WORKERS": str(settings.workers)}
-    _run(run_up(settings, env))
+    _run(run_up(settings, env, serve, announce))
 
 
 def _where(settings: Settings) -> str:
@@ -140,12 +143,17 @@ async def _serve_until_signal(settings: Settings) -> None:
 @click.option(
     "--concurrency", type=int, default=None, help="Documents at once [SHEAF_CONCURRENCY]."
 )
-def worker(concurrency: int | None) -> None:
+@click.option("--supervisor-pid", type=int, default=None, hidden=True)
+def worker(concurrency: int | None, supervisor_pid: int | None) -> None:
     """Run one worker process until SIGTERM (finishes or releases documents in flight)."""
     from worker.runner import run_worker
 
     settings = _settings(concurrency=concurrency)
     logs.configure(settings)
+    if supervisor_pid is not None:  # started by `sheaf up`: stop when it does, however
+        from sheaf.lifeline import stop_with_parent
+
+        stop_with_parent(supervisor_pid)
     _run(run_worker(settings))
 
 
@@ -522,18 +530,9 @@ def keys_revoke(key_id: str) -> None:
 
 
 async def _with_key_store(use: Callable[[KeyStore], Awaitable[T]]) -> T:
-    from sheaf.adapters.sql.keys import open_key_store
+    from sheaf.bootstrap import open_key_store
 
-    settings = _settings()
-    async with contextlib.AsyncExitStack() as stack:
-        credential = None
-        if settings.database_auth == "entra":
-            from azure.identity.aio import DefaultAzureCredential
-
-            credential = DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
-            stack.push_async_callback(credential.close)
-        store = open_key_store(settings.database_url.get_secret_value(), credential=credential)
-        stack.push_async_callback(store.close)
+    async with open_key_store(_settings()) as store:
         try:
             return await use(store)
         except StoreUnavailable as exc:

@@ -16,6 +16,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from sheaf.domain.scopes import parse_role_scopes
 from sheaf.errors import ConfigError
 
 PREFIX = "SHEAF_"
@@ -358,7 +359,10 @@ class Settings(BaseModel):
         30.0, gt=0, description="How often queued rows without a recent message are re-sent."
     )
     reconcile_after_seconds: float = Field(
-        120.0, gt=0, description="A queued row undispatched this long is re-sent."
+        120.0,
+        gt=0,
+        description="A queued row undispatched this long gets a new wake-up if the queue "
+        "holds none for it.",
     )
     cleanup_interval_seconds: float = Field(
         30.0, gt=0, description="How often tombstones and orphan blobs are cleaned."
@@ -476,8 +480,6 @@ class Settings(BaseModel):
         return problems + self._auth_problems()
 
     def _auth_problems(self) -> list[str]:
-        from sheaf.auth.scopes import parse_role_scopes  # sheaf.auth imports this module
-
         problems = []
         if "entra" in self.auth_mode and not (self.entra_tenant_id and self.entra_audience):
             problems.append(

@@ -11,7 +11,8 @@
     │       ├── UploadTooLarge      413
     │       └── UnsupportedType     415
     ├── TransientError              worth retrying with backoff (network, locks, 5xx, 429)
-    │   └── StoreUnavailable        database or blob store unreachable
+    │   ├── StoreUnavailable        database or blob store unreachable
+    │   └── QueueUnavailable        the message queue (Service Bus) unreachable: poll meanwhile
     └── PermanentError              retrying cannot help: fail the document now
         └── ExtractionError         the file cannot be read (`code` names why)
 
@@ -78,6 +79,10 @@ class TransientError(SheafError):
 
 class StoreUnavailable(TransientError):
     code = "store_unavailable"
+
+
+class QueueUnavailable(TransientError):
+    code = "servicebus_unavailable"
 
 
 class PermanentError(SheafError):

@@ -8,12 +8,14 @@ same contract tests as the real adapters.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from sheaf.domain.keys import ApiKey, NewApiKey, StoredKey
 from sheaf.domain.models import (
     AcquireResult,
     Activity,
@@ -34,9 +36,6 @@ from sheaf.domain.models import (
     Stats,
     Status,
 )
-
-if TYPE_CHECKING:  # sheaf.auth imports the services, which import these ports
-    from sheaf.auth.keys import ApiKey, NewApiKey, StoredKey
 
 
 class LeaseStore(Protocol):
@@ -229,13 +228,125 @@ class BlobStore(Protocol):
 
 
 class MessageBus(Protocol):
-    """Wake-up messages. The database is the source of truth; a lost message is harmless."""
+    """Wake-up messages. The database is the source of truth; a lost message is harmless.
+
+    A dispatch whose `not_before` lies in the future is scheduled for that time instead of
+    sent now. A send that fails raises `TransientError`: the reconciler re-sends later.
+    """
 
     enabled: bool
 
     async def send(self, dispatches: Sequence[Dispatch]) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class Delivery(Protocol):
+    """One message received in peek-lock: no other receiver gets it until it is settled or
+    its lock lapses (then it comes back with `delivery_count` + 1).
+
+    The queue keeps the lock renewed until the delivery is settled, up to the renewal limit
+    its receiver was opened with. Settling returns False instead of raising when the lock is
+    already lost (or the receiver closed): the redelivery then finds the row decided.
+    """
+
+    @property
+    def message_id(self) -> str: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def delivery_count(self) -> int: ...
+
+    async def complete(self) -> bool:
+        """Remove the message from the queue."""
+        ...
+
+    async def abandon(self) -> bool:
+        """Give the message back at once for another delivery."""
+        ...
+
+    async def dead_letter(self, reason: str, description: str) -> bool:
+        """Move the message to the dead-letter sub-queue with why and what to do."""
+        ...
+
+    async def renew(self) -> bool:
+        """Extend the lock now (the queue also does this by itself until settled)."""
+        ...
+
+
+class Receiver(Protocol):
+    """An open peek-lock receiver of the queue."""
+
+    async def receive(self, max_count: int, max_wait: float) -> list[Delivery]:
+        """Up to `max_count` deliveries, waiting at most `max_wait` seconds for the first.
+
+        Raises `QueueUnavailable` when the queue cannot be reached.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One message of the dead-letter sub-queue, as read by a peek or a peek-lock receive."""
+
+    sequence_number: int
+    message_id: str
+    reason: str | None
+    description: str | None
+    delivery_count: int
+    enqueued_at: datetime | None
+    body: bytes
+
+
+class DeadLetterView(Protocol):
+    """The dead-letter sub-queue, for the tooling of `sheaf.services.dlq`."""
+
+    async def peek_dead_letters(
+        self, limit: int, from_sequence_number: int = 0
+    ) -> list[DeadLetter]:
+        """Up to `limit` dead-lettered messages in sequence order, without locking any."""
+        ...
+
+    async def take_dead_letters(
+        self,
+        handle: Callable[[DeadLetter], Awaitable[bool]],
+        *,
+        enough: Callable[[], bool],
+        limit: int,
+        max_wait: float = 1.0,
+    ) -> None:
+        """Receive dead-lettered messages in peek-lock and let `handle` decide each one.
+
+        `handle` returning True removes the message from the sub-queue; False keeps it
+        locked until the pass ends, so the same pass does not receive it again, and then
+        gives it back. The pass ends when `enough()`, after `limit` messages, or when the
+        sub-queue has nothing more to give.
+        """
+        ...
+
+
+class WorkQueue(MessageBus, DeadLetterView, Protocol):
+    """The whole queue: send and schedule, receive and settle, and the dead letters."""
+
+    def deliveries(
+        self, prefetch: int, lock_renewal_seconds: float
+    ) -> AbstractAsyncContextManager[Receiver]:
+        """A peek-lock receiver, open for the `async with` block.
+
+        Deliveries are renewed for at most `lock_renewal_seconds` after they arrive.
+        Raises `QueueUnavailable` when the queue cannot be reached.
+        """
+        ...
+
+    async def waiting(self, limit: int) -> set[str] | None:
+        """Ids of the documents that have a wake-up in the queue — ready, scheduled or
+        locked by a receiver — found by peeking at up to `limit` messages (nothing is
+        locked). None when the queue holds more than that, so what is missing cannot be
+        told. Bodies that are not wake-ups are skipped. Raises `QueueUnavailable`.
+        """
+        ...
 
 
 class Extractor(Protocol):

@@ -5,6 +5,11 @@ SIGKILL of a test — never takes the API or the other workers down; a worker th
 restarted with backoff. On SIGINT/SIGTERM the API stops accepting, workers get SIGTERM and
 `shutdown_grace_seconds` (+5 s) to release their documents, then SIGKILL.
 
+No worker outlives the supervisor: workers start only once the API listens (a port in use
+is one error line, with nothing to clean up), a worker task that is cancelled stops its
+process, and each worker gets SIGTERM from the kernel if the supervisor dies without a
+chance to clean up, SIGKILL included (`sheaf.lifeline`).
+
 Each worker serves its own `/metrics` (and `/healthz`, `/readyz`): worker N on
 `SHEAF_WORKER_METRICS_PORT` + N when that base port is set, else on the API's port + 1 + N
 (or a port the system picks, when that one is taken), so the stage timings, which only
@@ -17,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
-from api.server import serve
 from sheaf import metrics
 from sheaf.aio import wait_event
 from sheaf.config import Settings
@@ -35,22 +41,50 @@ RESTART_MAX_SECONDS = 30.0
 HEALTHY_RUN_SECONDS = 60.0
 
 
-async def run_up(settings: Settings, environ: Mapping[str, str]) -> None:
+# `api.server.serve`, passed in by the CLI: the shared package does not import the API.
+ServeApi = Callable[[Settings, asyncio.Event, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+async def run_up(
+    settings: Settings,
+    environ: Mapping[str, str],
+    serve: ServeApi,
+    announce: Callable[[], None] = lambda: None,
+) -> None:
+    """Serve the API, then start the workers; `announce` runs once the API listens.
+
+    `serve(settings, stop, listening)` sets `listening` once bound. Raises `ConfigError`
+    (before any worker starts) when the API cannot listen.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     check_worker_ports(settings)
+    listening = asyncio.Event()
+    api = asyncio.create_task(serve(settings, stop, listening), name="api")
+    listened = asyncio.create_task(listening.wait())
+    await asyncio.wait({api, listened}, return_when=asyncio.FIRST_COMPLETED)
+    listened.cancel()
+    if api.done():
+        api.result()  # raises why the API could not listen
+        return
+    announce()
     ports = worker_metrics_ports(settings)
     if ports:
         urls = [f"http://{settings.host}:{port}/metrics" for port in ports]
         log.info("worker metrics", extra={"urls": urls})
     async with asyncio.TaskGroup() as group:
-        api = group.create_task(serve(settings, stop), name="api")
+        group.create_task(_until(api), name="api")
         for n in range(settings.workers):
             env = worker_env(environ, settings, n, ports[n])
             group.create_task(_keep_worker(n, env, settings, stop), name=f"worker-{n}")
         api.add_done_callback(lambda _: stop.set())
+
+
+async def _until(task: asyncio.Task[None]) -> None:
+    """The running API, joined to the group: if it fails, the workers are stopped too."""
+    await task
 
 
 def worker_env(
@@ -116,13 +150,19 @@ async def _keep_worker(
     while not stop.is_set():
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sheaf", "worker", env=env
+            sys.executable, "-m", "sheaf", "worker", f"--supervisor-pid={os.getpid()}", env=env
         )
         log.info("worker process started", extra={"worker": n, "pid": proc.pid})
         waiter = asyncio.create_task(proc.wait())
         stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # another task of `sheaf up` failed: take it along
+            if proc.returncode is None:
+                proc.terminate()  # it releases its documents; it cannot be waited for here
+            raise
+        finally:
+            stopper.cancel()
         if stop.is_set():
             await _terminate(proc, waiter, settings.shutdown_grace_seconds + 5)
             return

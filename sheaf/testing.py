@@ -2,7 +2,8 @@
 
 Each fake keeps its port's promises exactly: `InMemoryDocumentStore` passes the same
 contract suite (`tests/integration/test_store_contract.py`, docs/lease-contract.md) as the
-SQL backends, and `InMemoryBlobStore` the same blob suite as `LocalBlobStore`, so a service
+SQL backends, `InMemoryBlobStore` the same blob suite as `LocalBlobStore` and
+`InMemoryQueue` the same queue suite as Service Bus (over the emulator), so a service
 test that passes on the fakes means something. State is copied in and out — a caller can
 never change what a fake holds except through its methods, as with a real database.
 """
@@ -10,7 +11,8 @@ never change what a fake holds except through its methods, as with a real databa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from dataclasses import replace as dataclasses_replace
 from datetime import UTC, datetime, timedelta
@@ -21,9 +23,11 @@ from uuid import uuid4
 import numpy as np
 import numpy.typing as npt
 
-from sheaf.auth.keys import ApiKey, NewApiKey, StoredKey
+from sheaf.aio import wait_event
 from sheaf.domain.blobkeys import validate_blob_key
 from sheaf.domain.chunking import content_hash
+from sheaf.domain.keys import ApiKey, NewApiKey, StoredKey
+from sheaf.domain.messages import MalformedMessage, decode, encode, message_id, when
 from sheaf.domain.models import (
     TERMINAL_STATUSES,
     AcquireOutcome,
@@ -51,10 +55,16 @@ from sheaf.domain.models import (
     Status,
 )
 from sheaf.domain.search import bm25_rank, glob_to_regex, query_terms
-from sheaf.errors import BlobNotFound, LeaseLost, StoreUnavailable, TransientError
-from sheaf.ports import BlobInfo
+from sheaf.errors import BlobNotFound, LeaseLost, QueueUnavailable, StoreUnavailable, TransientError
+from sheaf.ports import BlobInfo, DeadLetter, Delivery
 
-__all__ = ["InMemoryBlobStore", "InMemoryDocumentStore", "InMemoryKeyStore", "RecordingMessageBus"]
+__all__ = [
+    "InMemoryBlobStore",
+    "InMemoryDocumentStore",
+    "InMemoryKeyStore",
+    "InMemoryQueue",
+    "RecordingMessageBus",
+]
 
 
 def _utc_now() -> datetime:
@@ -772,6 +782,283 @@ class RecordingMessageBus:
 
     async def close(self) -> None:
         self.closed = True
+
+
+@dataclass(slots=True)
+class _Message:
+    sequence_number: int
+    message_id: str
+    body: bytes
+    visible_at: datetime  # a scheduled message stays invisible until then
+    enqueued_at: datetime
+    delivery_count: int = 0  # failed deliveries so far: abandons and lapsed locks
+    lock: str | None = None
+    locked_until: datetime | None = None
+    reason: str | None = None  # dead letters only
+    description: str | None = None
+
+
+class InMemoryQueue:
+    """`WorkQueue` in memory, with Service Bus's peek-lock semantics.
+
+    Held to the same contract suite as the Service Bus adapter
+    (`tests/integration/test_queue_contract.py`): duplicate detection on the message id,
+    scheduled messages, a lock per delivery that lapses after `lock_seconds` (then the
+    message comes back with `delivery_count` + 1, and after `max_delivery_count` failed
+    deliveries it is dead-lettered as `MaxDeliveryCountExceeded`), lock renewal by the queue
+    until a delivery is settled, and the dead-letter sub-queue. `down = True` simulates an
+    outage: sends and receives raise `QueueUnavailable`. `sent` keeps every dispatch
+    accepted, duplicates included, so a test can count the wake-ups a service sent.
+    """
+
+    def __init__(
+        self,
+        *,
+        lock_seconds: float = 30.0,
+        max_delivery_count: int = 10,
+        duplicate_window_seconds: float = 600.0,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.enabled = True
+        self.down = False
+        self.sent: list[Dispatch] = []
+        self.lock = timedelta(seconds=lock_seconds)
+        self.max_delivery_count = max_delivery_count
+        self.duplicate_window = timedelta(seconds=duplicate_window_seconds)
+        self._clock = clock
+        self._active: dict[int, _Message] = {}
+        self._dead: dict[int, _Message] = {}
+        self._seen: dict[str, datetime] = {}  # message id → when it was accepted
+        self._sequence = 0
+        self._changed = asyncio.Event()
+
+    # -- MessageBus -----------------------------------------------------------------------
+
+    async def send(self, dispatches: Sequence[Dispatch]) -> None:
+        self._check_up()
+        now = self._clock()
+        for dispatch in dispatches:
+            self.sent.append(dispatch)
+            mid = message_id(dispatch)
+            seen = self._seen.get(mid)
+            if seen is not None and now - seen < self.duplicate_window:
+                continue
+            self._seen[mid] = now
+            self._sequence += 1
+            body = encode(dispatch).encode()
+            visible = when(dispatch, now) or now
+            self._active[self._sequence] = _Message(self._sequence, mid, body, visible, now)
+        self._changed.set()
+
+    async def close(self) -> None:
+        """Nothing to release; what the queue holds stays inspectable."""
+
+    def put_raw(self, body: bytes, message_id: str) -> None:
+        """Enqueue any body, as another producer might: to test what a consumer makes of it."""
+        self._sequence += 1
+        now = self._clock()
+        self._active[self._sequence] = _Message(self._sequence, message_id, body, now, now)
+        self._changed.set()
+
+    # -- receiving ------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def deliveries(
+        self, prefetch: int, lock_renewal_seconds: float
+    ) -> AsyncIterator[_MemoryReceiver]:
+        self._check_up()
+        receiver = _MemoryReceiver(self, lock_renewal_seconds)
+        try:
+            yield receiver
+        finally:
+            receiver.closed = True  # as with Service Bus: its deliveries can no longer settle
+
+    def counts(self) -> dict[str, int]:
+        """`active` (visible, unlocked), `scheduled`, `locked` and `dead_letter` messages."""
+        now = self._expire()
+        locked = sum(1 for m in self._active.values() if m.lock is not None)
+        scheduled = sum(1 for m in self._active.values() if m.visible_at > now)
+        active = len(self._active) - locked - scheduled
+        return {
+            "active": active,
+            "scheduled": scheduled,
+            "locked": locked,
+            "dead_letter": len(self._dead),
+        }
+
+    def _check_up(self) -> None:
+        if self.down:
+            raise QueueUnavailable("the in-memory queue is down (simulated outage)")
+
+    def _expire(self) -> datetime:
+        """Lapse the locks that ran out; return now."""
+        now = self._clock()
+        for message in list(self._active.values()):
+            if message.locked_until is not None and message.locked_until <= now:
+                self._unlock(message)
+                self._failed_delivery(message)
+        return now
+
+    def _take(self, max_count: int) -> list[_Message]:
+        now = self._expire()
+        taken: list[_Message] = []
+        for message in sorted(self._active.values(), key=lambda m: m.sequence_number):
+            if len(taken) == max_count:
+                break
+            if message.lock is None and message.visible_at <= now:
+                message.lock = uuid4().hex
+                message.locked_until = now + self.lock
+                taken.append(message)
+        return taken
+
+    def _holds(self, sequence_number: int, lock: str) -> _Message | None:
+        self._expire()
+        message = self._active.get(sequence_number)
+        if message is None or message.lock != lock:
+            return None
+        return message
+
+    def _unlock(self, message: _Message) -> None:
+        message.lock = None
+        message.locked_until = None
+        self._changed.set()
+
+    def _failed_delivery(self, message: _Message) -> None:
+        message.delivery_count += 1
+        if message.delivery_count >= self.max_delivery_count:
+            description = (
+                f"Message could not be consumed after {message.delivery_count} delivery attempts."
+            )
+            self._to_dead_letter(message, "MaxDeliveryCountExceeded", description)
+
+    def _to_dead_letter(self, message: _Message, reason: str, description: str) -> None:
+        del self._active[message.sequence_number]
+        message.reason, message.description = reason, description
+        self._dead[message.sequence_number] = message
+
+    async def waiting(self, limit: int) -> set[str] | None:
+        self._check_up()
+        self._expire()
+        if len(self._active) > limit:
+            return None
+        ids = set()
+        for message in self._active.values():
+            with contextlib.suppress(MalformedMessage):
+                ids.add(decode(message.body).document_id)
+        return ids
+
+    # -- DeadLetterView -------------------------------------------------------------------
+
+    async def peek_dead_letters(
+        self, limit: int, from_sequence_number: int = 0
+    ) -> list[DeadLetter]:
+        self._check_up()
+        numbers = sorted(n for n in self._dead if n >= from_sequence_number)
+        return [_dead_letter(self._dead[n]) for n in numbers[:limit]]
+
+    async def take_dead_letters(
+        self,
+        handle: Callable[[DeadLetter], Awaitable[bool]],
+        *,
+        enough: Callable[[], bool],
+        limit: int,
+        max_wait: float = 1.0,
+    ) -> None:
+        self._check_up()
+        for seen, number in enumerate(sorted(self._dead)):
+            if enough() or seen >= limit:
+                return
+            message = self._dead[number]
+            if await handle(_dead_letter(message)):
+                del self._dead[number]
+            else:
+                message.delivery_count += 1  # given back, as an abandon would
+
+
+class _MemoryReceiver:
+    def __init__(self, queue: InMemoryQueue, renew_for: float) -> None:
+        self.queue = queue
+        self.renew_for = renew_for
+        self.closed = False
+
+    async def receive(self, max_count: int, max_wait: float) -> list[Delivery]:
+        deadline = asyncio.get_running_loop().time() + max_wait
+        while True:
+            self.queue._check_up()
+            self.queue._changed.clear()
+            taken = self.queue._take(max_count)
+            left = deadline - asyncio.get_running_loop().time()
+            if taken or left <= 0:
+                return [_MemoryDelivery(self, m) for m in taken]
+            # Woken by a send or an unlock; a scheduled message or a lapsing lock is found
+            # by the next look, at most a tenth of a second later.
+            await wait_event(self.queue._changed, min(left, 0.1))
+
+
+class _MemoryDelivery:
+    def __init__(self, receiver: _MemoryReceiver, message: _Message) -> None:
+        assert message.lock is not None
+        self.receiver = receiver
+        self.queue = receiver.queue
+        self.sequence_number = message.sequence_number
+        self.lock = message.lock
+        self.message_id = message.message_id
+        self.body = message.body
+        self.delivery_count = message.delivery_count
+        self._renewal = asyncio.create_task(self._keep_locked(receiver.renew_for))
+
+    async def complete(self) -> bool:
+        return self._settle(lambda m: self.queue._active.pop(m.sequence_number))
+
+    async def abandon(self) -> bool:
+        def give_back(message: _Message) -> None:
+            self.queue._unlock(message)
+            self.queue._failed_delivery(message)
+
+        return self._settle(give_back)
+
+    async def dead_letter(self, reason: str, description: str) -> bool:
+        return self._settle(lambda m: self.queue._to_dead_letter(m, reason, description[:4000]))
+
+    async def renew(self) -> bool:
+        message = self._held()
+        if message is None:
+            return False
+        message.locked_until = self.queue._clock() + self.queue.lock
+        return True
+
+    def _settle(self, action: Callable[[_Message], object]) -> bool:
+        self._renewal.cancel()
+        message = self._held()
+        if message is None:
+            return False  # the lock lapsed: the message was (or will be) delivered again
+        action(message)
+        return True
+
+    def _held(self) -> _Message | None:
+        if self.receiver.closed:
+            return None
+        return self.queue._holds(self.sequence_number, self.lock)
+
+    async def _keep_locked(self, renew_for: float) -> None:
+        interval = max(0.05, self.queue.lock.total_seconds() / 2)
+        deadline = asyncio.get_running_loop().time() + renew_for
+        while asyncio.get_running_loop().time() + interval < deadline:
+            await asyncio.sleep(interval)
+            if not await self.renew():
+                return
+
+
+def _dead_letter(message: _Message) -> DeadLetter:
+    return DeadLetter(
+        sequence_number=message.sequence_number,
+        message_id=message.message_id,
+        reason=message.reason,
+        description=message.description,
+        delivery_count=message.delivery_count,
+        enqueued_at=message.enqueued_at,
+        body=message.body,
+    )
 
 
 class InMemoryKeyStore:

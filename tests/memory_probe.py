@@ -82,7 +82,7 @@ async def file_body(path: Path) -> AsyncIterator[bytes]:
 async def _process(deps: Deps, path: Path, collection: str) -> str:
     await accept_upload(deps, collection, path.name, file_body(path))
     [lease] = await deps.store.claim_queued_documents("probe", deps.settings.lease_seconds, 1)
-    return await process_document(deps, lease)
+    return (await process_document(deps, lease)).label
 
 
 async def measure(config: Settings, path: Path, workdir: Path) -> dict[str, Any]:
@@ -96,7 +96,7 @@ async def measure(config: Settings, path: Path, workdir: Path) -> dict[str, Any]
         Path("/proc/self/clear_refs").write_text("5")  # the peak mark restarts from now
         before = status_bytes("VmRSS")
         started = time.perf_counter()
-        outcome = await process_document(deps, lease)
+        outcome = (await process_document(deps, lease)).label
         seconds = time.perf_counter() - started
         peak = status_bytes("VmHWM")
         children: list[int] = getattr(deps.extractor, "pids", list)()

@@ -1,13 +1,20 @@
-"""The worker: take documents into free slots, process them, recover others' leftovers.
+"""The worker: one loop that fills free slots with documents, and recovers others' leftovers.
 
-Documents come from Service Bus wake-ups (`worker.consumer`) when a bus is configured, or
-from polling the database otherwise (on PostgreSQL and SQLite the store's wake-up,
-`watch_queue`, cuts the wait short) — and also while Service Bus is unreachable, so an
-outage degrades throughput, never correctness. Side tasks run together and stop
-together: the receive or claim loop, housekeeping (sweeper, reconciler, cleaner) and,
-when configured, a health/metrics server. `stop` ends taking work at once; documents in
-flight get `shutdown_grace_seconds` to finish, then are cancelled, which releases them as
-`interrupted` (queued again, attempt not consumed).
+Work comes from one of three sources, all through the same spawn path and the same slots:
+
+- Service Bus wake-ups (when `deps.queue` is set): each delivery is acquired, processed and
+  settled by `sheaf.services.settlement`;
+- polling the database (`claim_queued_documents`) when there is no queue, and also while
+  the queue is unreachable, so an outage degrades throughput, never correctness (on
+  PostgreSQL and SQLite the store's wake-up, `watch_queue`, cuts the wait short);
+- with a queue, the safety net: now and then claim rows whose wake-up is long overdue.
+
+One circuit breaker (`dependencies_up`) guards them all: after a transient failure, or when
+an acquire finds the database down, no new work is taken until the blob store and the
+database answer again. Named side tasks run together and stop together: the source loop,
+housekeeping (sweeper, reconciler, cleaner), the safety net or the queue watch. `stop` ends
+taking work at once; documents in flight get `shutdown_grace_seconds` to finish, then are
+cancelled, which releases them as `interrupted` (queued again, attempt not consumed).
 """
 
 from __future__ import annotations
@@ -18,28 +25,30 @@ import logging
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
-from azure.servicebus.exceptions import ServiceBusError
-
 from sheaf import logs, metrics, observability
-from sheaf.adapters.bus_servicebus import ServiceBusMessageBus
-from sheaf.aio import wait_any, wait_event
+from sheaf.aio import Backoff, wait_any, wait_event
 from sheaf.bootstrap import open_deps
 from sheaf.config import Settings
-from sheaf.domain.models import Lease
-from sheaf.errors import SheafError, TransientError
+from sheaf.domain.models import AcquireResult, AttemptResult, Dispatch, Lease, Processed
+from sheaf.errors import QueueUnavailable, SheafError, TransientError
 from sheaf.observability import LoopMonitor
+from sheaf.ports import Delivery, Receiver, WorkQueue
+from sheaf.services import settlement
 from sheaf.services.deps import Deps
 from sheaf.services.housekeeping import run_housekeeping
 from sheaf.services.processing import process_document
-from worker.consumer import Consumer
 from worker.health import serve_health
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF = 30.0
+MAX_BACKOFF = 30.0  # seconds, for every retry of the worker: claims, acquires, probes
+
+# A task name and the coroutine it runs: what a source hands to the spawn path.
+Work = tuple[str, Coroutine[Any, Any, object]]
+Take = Callable[[int], Awaitable[list[Work]]]
 
 
 class Worker:
@@ -62,31 +71,39 @@ class Worker:
         )
         async with asyncio.TaskGroup() as group:
             group.create_task(run_housekeeping(self.deps, stop), name="housekeeping")
-            if isinstance(self.deps.bus, ServiceBusMessageBus):
+            queue = self.deps.queue
+            if queue is None:
+                group.create_task(self._watch_queue(stop), name="watch-queue")
+                group.create_task(self._poll(stop), name="poll")
+            else:
                 if self.settings.safety_poll_seconds > 0:
                     group.create_task(self._safety_net(stop), name="safety-net")
-                await self._messages(stop, self.deps.bus)
-            else:
-                group.create_task(self._watch_queue(stop), name="watch-queue")
-                await self._claim_loop(stop)
-            await self.drain()
+                group.create_task(self._receive(stop, queue), name="receive")
+        await self.drain()
         log.info("worker stopped", extra={"worker_id": self.settings.worker_id})
 
-    async def _messages(self, stop: asyncio.Event, bus: ServiceBusMessageBus) -> None:
-        """Consume wake-ups; while Service Bus is unreachable, poll and retry now and then."""
-        consumer = Consumer(self.deps, bus, self)
+    # -- the sources ----------------------------------------------------------------------
+
+    async def _poll(self, stop: asyncio.Event, until: float | None = None) -> None:
+        await self._feed(stop, self._claims, paced=True, until=until)
+
+    async def _receive(self, stop: asyncio.Event, queue: WorkQueue) -> None:
+        """Consume wake-ups; while the queue is unreachable, poll and retry now and then."""
+        s = self.settings
         while not stop.is_set():
             try:
-                await consumer.run(stop)
+                async with queue.deliveries(s.servicebus_prefetch, s.lock_renewal_seconds) as rx:
+                    observability.export_queue_mode("servicebus")  # the receive link is open
+                    await self._feed(stop, lambda free: self._deliveries(rx, free), paced=False)
+                    await self.drain()  # settle while the receiver is still open
                 return
-            except ServiceBusError as exc:
+            except QueueUnavailable as exc:
                 observability.export_queue_mode("degraded")
-                retry = self.settings.servicebus_retry_seconds
                 log.warning(
                     "Service Bus unreachable; polling the database meanwhile",
-                    extra={"error": str(exc), "retry_seconds": retry},
+                    extra={"error": exc.message, "retry_seconds": s.servicebus_retry_seconds},
                 )
-                await self._claim_loop(stop, until=time.monotonic() + retry)
+                await self._poll(stop, until=time.monotonic() + s.servicebus_retry_seconds)
 
     async def _safety_net(self, stop: asyncio.Event) -> None:
         """ARCHITECTURE.md §4: with Service Bus on, now and then claim what is overdue.
@@ -98,31 +115,21 @@ class Worker:
         """
         interval = self.settings.safety_poll_seconds
         while not await wait_event(stop, interval * random.uniform(0.5, 1.5)):
-            free = self.free()
-            if free <= 0:
+            if self.free() <= 0 or not self.dependencies_up.is_set():
                 continue
             try:
-                leases = await self.deps.store.claim_queued_documents(
-                    self.settings.worker_id,
-                    self.settings.lease_seconds,
-                    free,
-                    ready_for=self.settings.safety_poll_after_seconds,
-                )
+                work = await self._claims(self.free(), self.settings.safety_poll_after_seconds)
             except TransientError as exc:
                 log.warning("safety-net poll failed", extra={"error": exc.message})
                 continue
-            if leases:
-                metrics.SAFETY_NET_CLAIMS.inc(len(leases))
+            if work:
+                metrics.SAFETY_NET_CLAIMS.inc(len(work))
                 log.warning(
                     "claimed documents whose wake-up message is overdue; check that the API "
                     "and the workers use the same Service Bus queue",
-                    extra={
-                        "count": len(leases),
-                        "document_ids": [lease.document_id for lease in leases],
-                    },
+                    extra={"count": len(work), "document_ids": [name for name, _ in work]},
                 )
-            for lease in leases:
-                self._start(lease)
+            self._spawn_all(work)
 
     async def _watch_queue(self, stop: asyncio.Event) -> None:
         """The store's wake-ups only shorten the wait for the next poll: whatever goes wrong
@@ -132,60 +139,98 @@ class Worker:
         except Exception:
             log.exception("watching for new documents failed; polling only from now on")
 
-    async def _claim_loop(self, stop: asyncio.Event, until: float | None = None) -> None:
-        backoff = self.settings.poll_interval_seconds
+    async def _claims(self, free: int, ready_for: float = 0.0) -> list[Work]:
+        leases = await self.deps.store.claim_queued_documents(
+            self.settings.worker_id, self.settings.lease_seconds, free, ready_for=ready_for
+        )
+        return [(lease.document_id, self._process(lease)) for lease in leases]
+
+    async def _deliveries(self, receiver: Receiver, free: int) -> list[Work]:
+        deliveries = await receiver.receive(free, self.settings.poll_interval_seconds)
+        metrics.SERVICEBUS_RECEIVED.inc(len(deliveries))
+        return [(delivery.message_id, self._consume(delivery)) for delivery in deliveries]
+
+    # -- the one loop ---------------------------------------------------------------------
+
+    async def _feed(
+        self, stop: asyncio.Event, take: Take, *, paced: bool, until: float | None = None
+    ) -> None:
+        """Fill free slots from `take` until `stop` (or `until`, a monotonic time).
+
+        `paced`: `take` returns at once when there is nothing (a claim), so wait for the
+        poll interval, a freed slot or the store's notification before taking again; a
+        receive waits for messages by itself. `QueueUnavailable` ends the loop.
+        """
+        backoff = Backoff(self.settings.poll_interval_seconds, MAX_BACKOFF)
         while not stop.is_set() and (until is None or time.monotonic() < until):
             if not self.dependencies_up.is_set():
                 await wait_any([stop, self.dependencies_up], None)
                 continue
-            free = self.settings.concurrency - len(self.active)
+            free = self.free()
+            if free <= 0:
+                self._slot_freed.clear()
+                if self.free() <= 0:
+                    await wait_any([stop, self._slot_freed], None)
+                continue
             self._arrived.clear()  # one claim answers every notification before it
             try:
-                leases = await self._claim(free) if free > 0 else []
+                work = await take(free)
+            except QueueUnavailable:
+                raise
             except TransientError as exc:
-                log.warning("claim failed; backing off", extra={"error": exc.message})
-                await wait_event(stop, backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                log.warning("taking work failed; backing off", extra={"error": exc.message})
+                await wait_event(stop, backoff.next())
                 continue
-            backoff = self.settings.poll_interval_seconds
-            for lease in leases:
-                self._start(lease)
-            if free > 0 and len(leases) == free:
+            backoff.reset()
+            self._spawn_all(work)
+            if not paced or len(work) == free:
                 continue  # a full batch: there may be more ready right now
             self._slot_freed.clear()
-            if free <= len(leases):  # every slot busy: only a freed slot can start more
-                await wait_any([stop, self._slot_freed], None)
-            else:  # idle slots: poll, or claim at once when the store says work arrived
-                await wait_any([stop, self._slot_freed, self._arrived], self._jittered_poll())
+            await wait_any([stop, self._slot_freed, self._arrived], self._jittered_poll())
 
-    async def _claim(self, free: int) -> list[Lease]:
-        return await self.deps.store.claim_queued_documents(
-            self.settings.worker_id, self.settings.lease_seconds, free
-        )
+    def _spawn_all(self, work: list[Work]) -> None:
+        for name, coroutine in work:
+            task: asyncio.Task[object] = asyncio.create_task(coroutine, name=name)
+            self.active.add(task)
+            task.add_done_callback(self._finished)
 
-    def _start(self, lease: Lease) -> None:
-        self.spawn(self._process(lease), lease.document_id)
+    # -- one document ---------------------------------------------------------------------
 
-    async def _process(self, lease: Lease) -> str:
-        outcome = await process_document(self.deps, lease)
-        self.after_attempt(outcome)
-        return outcome
+    async def _process(self, lease: Lease) -> AttemptResult:
+        result = await process_document(self.deps, lease)
+        if result.outcome is Processed.TRANSIENT:
+            self._check_dependencies()
+        return result
+
+    async def _consume(self, delivery: Delivery) -> settlement.Settle:
+        return await settlement.consume(self.deps, delivery, self._acquire, self._process)
+
+    async def _acquire(self, wake: Dispatch) -> AcquireResult:
+        """Acquire, riding out a database outage with the message kept locked (the queue
+        renews it) behind the circuit breaker."""
+        backoff = Backoff(self.settings.poll_interval_seconds, MAX_BACKOFF)
+        while True:
+            try:
+                return await self.deps.store.acquire_document_lease(
+                    wake.document_id, self.settings.worker_id, self.settings.lease_seconds
+                )
+            except TransientError as exc:
+                log.warning("acquire failed; retrying", extra={"error": exc.message})
+                self._check_dependencies()
+                await asyncio.sleep(backoff.next())
+                await self.dependencies_up.wait()
 
     # -- the circuit breaker ------------------------------------------------------------------
 
-    def after_attempt(self, outcome: str) -> None:
-        """After a transient failure, check the blob store and the database: if one is down,
-        take no new work until both answer again. Without this, an outage of either would
-        spend the attempts of every queued document, one claim after another."""
-        if outcome.startswith("transient") and (self._probe is None or self._probe.done()):
+    def _check_dependencies(self) -> None:
+        """Check the blob store and the database: if one is down, take no new work until
+        both answer again. Without this, an outage of either would spend the attempts of
+        every queued document, one claim after another."""
+        if self._probe is None or self._probe.done():
             self._probe = asyncio.create_task(self._probe_dependencies(), name="breaker")
 
-    async def wait_for_dependencies(self, stop: asyncio.Event) -> None:
-        if not self.dependencies_up.is_set():
-            await wait_any([stop, self.dependencies_up], None)
-
     async def _probe_dependencies(self) -> None:
-        delay = self.settings.poll_interval_seconds
+        backoff = Backoff(self.settings.poll_interval_seconds, MAX_BACKOFF)
         down: list[str] = []
         while problems := await self._unreachable():
             if not down:
@@ -196,8 +241,7 @@ class Worker:
                 metrics.BREAKER_OPEN.set(1)
             down = problems
             self.dependencies_up.clear()
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, MAX_BACKOFF)
+            await asyncio.sleep(backoff.next())
         if down:
             log.info("dependencies answer again; taking documents", extra={"were": down})
         metrics.BREAKER_OPEN.set(0)
@@ -213,20 +257,10 @@ class Worker:
                 problems.append(f"{name}: {exc.message}")
         return problems
 
-    # -- the slots, shared with the consumer ----------------------------------------------
+    # -- the slots ------------------------------------------------------------------------
 
     def free(self) -> int:
         return self.settings.concurrency - len(self.active)
-
-    def spawn(self, work: Coroutine[Any, Any, object], name: str) -> None:
-        task: asyncio.Task[object] = asyncio.create_task(work, name=name)
-        self.active.add(task)
-        task.add_done_callback(self._finished)
-
-    async def wait_for_slot(self, stop: asyncio.Event) -> None:
-        self._slot_freed.clear()
-        if self.free() <= 0:
-            await wait_any([stop, self._slot_freed], None)
 
     def _finished(self, task: asyncio.Task[object]) -> None:
         self.active.discard(task)

@@ -1,13 +1,14 @@
 """Authentication and authorisation of API requests.
 
-    scopes         Scope (read < write < admin), Grant, Principal, the role mapping format
     keys           API keys: format, generation, SHA-256 hashes, constant-time checks
     entra          Entra ID tokens: JWKS cache and RS256 verification
     authenticator  Authorization header → Principal, by SHEAF_AUTH_MODE
     ratelimit      a token bucket per caller (uploads)
     errors         Unauthenticated (401), Forbidden (403), RateLimited (429)
 
-`build_authenticator(settings, keys)` is the one place these are put together.
+`build_authenticator(settings, keys)` is the one place these are put together. The values
+they work with — `Scope` (read < write < admin), `Grant`, `Principal`, API key records —
+are domain types (`sheaf.domain.scopes`, `sheaf.domain.keys`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from sheaf.auth.entra import (
     default_issuers,
     default_jwks_url,
 )
-from sheaf.auth.scopes import parse_role_scopes
 from sheaf.config import Settings
+from sheaf.domain.scopes import parse_role_scopes
 from sheaf.ports import KeyStore
 
 __all__ = ["Authenticator", "build_authenticator"]

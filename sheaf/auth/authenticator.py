@@ -12,7 +12,7 @@ import logging
 from sheaf.auth.entra import EntraVerifier
 from sheaf.auth.errors import Unauthenticated
 from sheaf.auth.keys import is_api_key, key_id_of, matches
-from sheaf.auth.scopes import ANONYMOUS, Principal
+from sheaf.domain.scopes import ANONYMOUS, Principal
 from sheaf.ports import KeyStore
 
 log = logging.getLogger(__name__)

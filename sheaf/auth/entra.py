@@ -26,7 +26,7 @@ import aiohttp
 import jwt
 
 from sheaf.auth.errors import Unauthenticated
-from sheaf.auth.scopes import Grant, Principal
+from sheaf.domain.scopes import Grant, Principal
 from sheaf.errors import TransientError
 
 log = logging.getLogger(__name__)

@@ -18,48 +18,12 @@ import re
 import secrets
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
-from sheaf.auth.scopes import ALL_COLLECTIONS, Principal, Scope, check_collection_pattern, grants
+from sheaf.domain.keys import NewApiKey, StoredKey
+from sheaf.domain.scopes import ALL_COLLECTIONS, Scope, check_collection_pattern
 
 KEY_PREFIX = "sk_sheaf_"
 _KEY_RE = re.compile(r"^sk_sheaf_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{43})$")
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    """What anyone may know about a key: everything except the key itself."""
-
-    id: str
-    name: str
-    scope: Scope
-    collections: tuple[str, ...]  # collection names, or ("*",)
-    created_at: datetime
-    revoked_at: datetime | None = None
-
-    @property
-    def revoked(self) -> bool:
-        return self.revoked_at is not None
-
-    def principal(self) -> Principal:
-        subject = f"key:{self.id}"
-        return Principal(subject, grants(self.scope, self.collections), rate_key=subject)
-
-
-@dataclass(frozen=True, slots=True)
-class NewApiKey:
-    id: str
-    name: str
-    scope: Scope
-    collections: tuple[str, ...]
-    secret_sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class StoredKey:
-    key: ApiKey
-    secret_sha256: str
 
 
 def is_api_key(token: str) -> bool:

@@ -11,7 +11,6 @@ A scheduled wake-up for a document that is not ready yet re-uses the current
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,13 +23,6 @@ CONTENT_TYPE = "application/json"
 
 class MalformedMessage(PermanentError):
     code = "malformed_message"
-
-
-@dataclass(frozen=True, slots=True)
-class WakeUp:
-    document_id: str
-    collection: str
-    dispatch_seq: int
 
 
 def message_id(dispatch: Dispatch) -> str:
@@ -51,8 +43,11 @@ def encode(dispatch: Dispatch) -> str:
     )
 
 
-def decode(body: bytes | str) -> WakeUp:
-    """Parse a message body; `MalformedMessage` says exactly what is wrong with it."""
+def decode(body: bytes | str) -> Dispatch:
+    """Parse a message body; `MalformedMessage` says exactly what is wrong with it.
+
+    The wake-up is the `Dispatch` that was sent, less its schedule (which is only a time).
+    """
     try:
         data: Any = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -68,7 +63,7 @@ def decode(body: bytes | str) -> WakeUp:
         raise MalformedMessage("document_id and collection must be strings")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise MalformedMessage(f"dispatch_seq must be a positive integer, not {seq!r}")
-    return WakeUp(document_id, collection, seq)
+    return Dispatch(document_id, collection, seq)
 
 
 def when(dispatch: Dispatch, now: datetime) -> datetime | None:

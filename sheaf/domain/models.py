@@ -52,6 +52,15 @@ class AttemptOutcome(StrEnum):
     SUPERSEDED = "superseded"  # the document was deleted or reset under the lease
 
 
+class Processed(StrEnum):
+    """How one attempt under a lease ended (an interrupted one raises `CancelledError`)."""
+
+    COMPLETED = "completed"
+    TRANSIENT = "transient"  # released to retry later, or failed: no attempts left
+    PERMANENT = "permanent"  # released as failed
+    LEASE_LOST = "lease_lost"  # someone else holds the document now; nothing was released
+
+
 class ContentType(StrEnum):
     PDF = "application/pdf"
     DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -111,8 +120,32 @@ class ReleaseResult:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What `process_document` did, and what the database said when it was released.
+
+    `release` is None when nothing was released (completed, lease lost) or the release
+    itself failed (then the lease expires and the sweeper recovers the document).
+    """
+
+    outcome: Processed
+    error: ErrorInfo | None = None
+    release: ReleaseResult | None = None
+
+    @property
+    def label(self) -> str:
+        """`completed`, `lease_lost`, or `<kind>:<error code>` such as `permanent:encrypted`."""
+        if self.error is None:
+            return self.outcome.value
+        return f"{self.outcome.value}:{self.error.code}"
+
+
+@dataclass(frozen=True, slots=True)
 class Dispatch:
-    """A document that needs a (fresh) wake-up message. `dispatch_seq` was already bumped."""
+    """A wake-up: a document that needs a message, or what a received message said.
+
+    For a send, `dispatch_seq` was already bumped and `not_before` (if any) is when the
+    message is scheduled for; a decoded message carries the defaults for both.
+    """
 
     document_id: str
     collection: str

@@ -46,19 +46,16 @@ re-driven again, exactly as `sheaf failed retry` would.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from sheaf.domain.messages import MalformedMessage, WakeUp, decode
+from sheaf.domain.messages import MalformedMessage, decode
 from sheaf.domain.models import Dispatch, Document, Status
 from sheaf.errors import ClientError, NotFound, TransientError
+from sheaf.ports import DeadLetter, DeadLetterView
 from sheaf.services.deps import Deps
-
-if TYPE_CHECKING:
-    from sheaf.adapters.bus_servicebus import DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -69,24 +66,6 @@ NOT_CONFIGURED = (
     "the dead-letter queue exists only with SHEAF_MESSAGE_BUS=servicebus; failed documents "
     "are listed by `sheaf failed list`"
 )
-
-
-@runtime_checkable
-class DeadLetterQueue(Protocol):
-    """What the Service Bus adapter offers for its `$DeadLetterQueue` sub-queue."""
-
-    async def peek_dead_letters(
-        self, limit: int, from_sequence_number: int = 0
-    ) -> list[DeadLetter]: ...
-
-    async def take_dead_letters(
-        self,
-        handle: Callable[[DeadLetter], Awaitable[bool]],
-        *,
-        enough: Callable[[], bool],
-        limit: int,
-        max_wait: float = 1.0,
-    ) -> None: ...
 
 
 class Outcome(StrEnum):
@@ -168,11 +147,10 @@ class Filter:
         return self.sequence_numbers is None and self.reason is None
 
 
-def dead_letter_queue(deps: Deps) -> DeadLetterQueue:
-    bus = deps.bus
-    if not bus.enabled or not isinstance(bus, DeadLetterQueue):
+def dead_letter_queue(deps: Deps) -> DeadLetterView:
+    if deps.queue is None:
         raise ClientError(NOT_CONFIGURED, code="no_dead_letter_queue")
-    return bus
+    return deps.queue
 
 
 async def list_entries(
@@ -251,7 +229,7 @@ async def purge(
         if not wanted.matches(letter):
             return False
         wake = _decoded(letter)
-        document_id = wake.document_id if isinstance(wake, WakeUp) else None
+        document_id = wake.document_id if isinstance(wake, Dispatch) else None
         items.append(_item(letter, document_id, Outcome.PURGED, "removed from the DLQ"))
         return True
 
@@ -281,7 +259,7 @@ async def _redrive(deps: Deps, letter: DeadLetter) -> Item:
     return _item(letter, wake.document_id, outcome, detail)
 
 
-def _decide(wake: WakeUp, document: Document | None) -> tuple[Outcome, str]:
+def _decide(wake: Dispatch, document: Document | None) -> tuple[Outcome, str]:
     if document is None:
         return Outcome.UNKNOWN_DOCUMENT, "no such document; left in the DLQ (purge it)"
     if document.status is not Status.FAILED:
@@ -306,7 +284,7 @@ async def _wake_up(deps: Deps, document: Document) -> str:
     return "; wake-up sent"
 
 
-async def _dry_run(deps: Deps, dlq: DeadLetterQueue, wanted: Filter, limit: int) -> BatchResult:
+async def _dry_run(deps: Deps, dlq: DeadLetterView, wanted: Filter, limit: int) -> BatchResult:
     items: list[Item] = []
     for letter in await dlq.peek_dead_letters(limit):
         if not wanted.matches(letter):
@@ -347,7 +325,7 @@ def _not_found(wanted: Filter, items: list[Item]) -> list[int]:
     return sorted(wanted.sequence_numbers - {item.sequence_number for item in items})
 
 
-def _decoded(letter: DeadLetter) -> WakeUp | str:
+def _decoded(letter: DeadLetter) -> Dispatch | str:
     try:
         return decode(letter.body)
     except MalformedMessage as exc:
@@ -363,7 +341,7 @@ def _item(letter: DeadLetter, document_id: str | None, outcome: Outcome, detail:
 async def _entry(deps: Deps, letter: DeadLetter) -> Entry:
     wake = _decoded(letter)
     document = None
-    if isinstance(wake, WakeUp):
+    if isinstance(wake, Dispatch):
         document = await deps.store.get_document(wake.document_id, history=False)
     return Entry(
         sequence_number=letter.sequence_number,
@@ -372,9 +350,9 @@ async def _entry(deps: Deps, letter: DeadLetter) -> Entry:
         description=letter.description,
         delivery_count=letter.delivery_count,
         enqueued_at=letter.enqueued_at,
-        document_id=wake.document_id if isinstance(wake, WakeUp) else None,
-        collection=wake.collection if isinstance(wake, WakeUp) else None,
-        dispatch_seq=wake.dispatch_seq if isinstance(wake, WakeUp) else None,
+        document_id=wake.document_id if isinstance(wake, Dispatch) else None,
+        collection=wake.collection if isinstance(wake, Dispatch) else None,
+        dispatch_seq=wake.dispatch_seq if isinstance(wake, Dispatch) else None,
         filename=document.filename if document else None,
         document_status=document.status if document else None,
         problem=wake if isinstance(wake, str) else None,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sheaf.domain.blobkeys import new_blob_key
+from sheaf.domain.collections import COLLECTION_RE
 from sheaf.domain.models import ContentType, Dispatch, Document, NewDocument
 from sheaf.errors import ClientError, SheafError, UploadTooLarge
 from sheaf.extract.detect import HEAD_BYTES, detect_content_type
@@ -26,7 +26,6 @@ from sheaf.services.deps import Deps
 
 log = logging.getLogger(__name__)
 
-COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_FILENAME_CHARS = 255
 
 

@@ -31,13 +31,16 @@ from pathlib import Path
 from sheaf import logs, metrics
 from sheaf.domain.chunking import content_hash
 from sheaf.domain.models import (
+    AttemptResult,
     Chunk,
     Completion,
     EmbeddedChunk,
     ErrorInfo,
     ErrorKind,
     Lease,
+    Processed,
     ReleaseOutcome,
+    ReleaseResult,
 )
 from sheaf.domain.retry import retry_delay
 from sheaf.errors import BlobNotFound, LeaseLost, PermanentError, SheafError, TransientError
@@ -87,8 +90,9 @@ class Stages:
             metrics.STAGE_SECONDS.labels(stage=name).observe(elapsed)
 
 
-async def process_document(deps: Deps, lease: Lease) -> str:
-    """Run the pipeline under `lease` and settle it; returns the outcome's name.
+async def process_document(deps: Deps, lease: Lease) -> AttemptResult:
+    """Run the pipeline under `lease` and settle it; returns what happened, including what
+    the database said on release (the caller settles a message from it, not from the row).
 
     Every line logged meanwhile, by any module, carries the document, collection, attempt
     and lease prefix; every attempt is counted by outcome and error code.
@@ -96,15 +100,15 @@ async def process_document(deps: Deps, lease: Lease) -> str:
     metrics.LEASES_ACQUIRED.inc()  # here, where the claim loop and the consumer both hand over
     with logs.bound(**_log_context(lease)), metrics.DOCUMENTS_IN_FLIGHT.track_inprogress():
         try:
-            outcome = await _attempt(deps, lease)
+            result = await _attempt(deps, lease)
         except asyncio.CancelledError:
             _count("interrupted")
             raise
-    _count(outcome)
-    return outcome
+    _count(result.outcome.value, result.error)
+    return result
 
 
-async def _attempt(deps: Deps, lease: Lease) -> str:
+async def _attempt(deps: Deps, lease: Lease) -> AttemptResult:
     stages = Stages()
     started = time.perf_counter()
     pipeline = asyncio.create_task(_pipeline(deps, lease, stages))
@@ -142,10 +146,10 @@ async def _while_progressing(
             return done
 
 
-def _count(outcome: str) -> None:
-    """`permanent:encrypted` → outcome=permanent, error_code=encrypted."""
-    kind, _, code = outcome.partition(":")
-    metrics.DOCUMENTS_PROCESSED.labels(outcome=kind, error_code=code).inc()
+def _count(outcome: str, error: ErrorInfo | None = None) -> None:
+    metrics.DOCUMENTS_PROCESSED.labels(
+        outcome=outcome, error_code=error.code if error else ""
+    ).inc()
 
 
 async def _stop(*tasks: asyncio.Task[object]) -> None:
@@ -156,11 +160,11 @@ async def _stop(*tasks: asyncio.Task[object]) -> None:
 
 async def _settle(
     deps: Deps, lease: Lease, stages: Stages, pipeline: asyncio.Task[Completion] | None
-) -> str:
+) -> AttemptResult:
     if pipeline is None:
         if stages.lost:
             log.warning("lease lost; abandoning the document")
-            return "lease_lost"
+            return AttemptResult(Processed.LEASE_LOST)
         return await _fail(deps, lease, _timed_out(deps, stages), stages.current)
     exc = pipeline.exception()
     if exc is None:
@@ -171,18 +175,18 @@ async def _settle(
         except LeaseLost:
             metrics.FENCING_REJECTIONS.labels(operation="complete").inc()
             log.warning("lease lost before completion; chunks discarded")
-            return "lease_lost"
+            return AttemptResult(Processed.LEASE_LOST)
         except SheafError as err:
             return await _fail(deps, lease, _error_info(err), stages.current)
         log.info(
             "document completed",
             extra={"chunks": completion.chunk_count, "duration_seconds": stages.seconds["total"]},
         )
-        return "completed"
+        return AttemptResult(Processed.COMPLETED)
     if isinstance(exc, LeaseLost):
         metrics.FENCING_REJECTIONS.labels(operation="write_chunks").inc()
         log.warning("lease lost while writing; abandoning the document")
-        return "lease_lost"
+        return AttemptResult(Processed.LEASE_LOST)
     return await _fail(deps, lease, _error_info(exc), stages.current)
 
 
@@ -214,7 +218,7 @@ def _error_info(exc: BaseException) -> ErrorInfo:
     return ErrorInfo("internal_error", f"{type(exc).__name__}: {exc}", ErrorKind.TRANSIENT)
 
 
-async def _fail(deps: Deps, lease: Lease, error: ErrorInfo, stage: str) -> str:
+async def _fail(deps: Deps, lease: Lease, error: ErrorInfo, stage: str) -> AttemptResult:
     settings = deps.settings
     await _record_stage(deps, lease, stage)
     if error.kind is ErrorKind.PERMANENT:
@@ -223,11 +227,12 @@ async def _fail(deps: Deps, lease: Lease, error: ErrorInfo, stage: str) -> str:
         outcome = ReleaseOutcome.TRANSIENT
         delay = retry_delay(lease.attempt, settings.retry_base_seconds, settings.retry_max_seconds)
     result = await _release(deps, lease, outcome, error, delay)
-    status = result or "unknown"
+    status = result.status.value if result and result.status else "unknown"
     log.warning(
         "attempt failed", extra={"error_code": error.code, "error": error.message, "status": status}
     )
-    return f"{outcome.value}:{error.code}"
+    kind = Processed.PERMANENT if outcome is ReleaseOutcome.PERMANENT else Processed.TRANSIENT
+    return AttemptResult(kind, error, result)
 
 
 async def _record_stage(deps: Deps, lease: Lease, stage: str) -> None:
@@ -249,7 +254,7 @@ async def _release(
     outcome: ReleaseOutcome,
     error: ErrorInfo | None,
     delay: float = 0.0,
-) -> str | None:
+) -> ReleaseResult | None:
     """Release, shielded from cancellation; a failure here only delays recovery."""
     try:
         result = await asyncio.shield(
@@ -263,7 +268,7 @@ async def _release(
         return None
     if not result.applied:
         metrics.FENCING_REJECTIONS.labels(operation="release").inc()
-    return result.status.value if result.status else None
+    return result
 
 
 async def _heartbeat(deps: Deps, lease: Lease, stages: Stages) -> None:

@@ -355,7 +355,7 @@ async def test_a_document_deleted_mid_extraction_is_abandoned(deps: Deps) -> Non
     task = asyncio.create_task(process_document(deps, lease))
     await asyncio.sleep(0.5)
     await deps.store.delete_document(created.id)
-    assert await asyncio.wait_for(task, 5) == "lease_lost"
+    assert (await asyncio.wait_for(task, 5)).label == "lease_lost"
     doc = await deps.store.get_document(created.id)
     assert doc is not None
     assert doc.status is Status.DELETED

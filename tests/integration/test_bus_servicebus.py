@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sheaf.adapters.bus_servicebus import COOL_DOWN, SEND_TIMEOUT, ServiceBusMessageBus
-from sheaf.domain.messages import WakeUp, decode
+from sheaf.domain.messages import decode
 from sheaf.domain.models import Dispatch
 from sheaf.errors import TransientError
 from tests.servicebus_fixtures import ServiceBusEmulator
@@ -27,7 +27,7 @@ async def bus(servicebus_emulator: ServiceBusEmulator) -> AsyncIterator[ServiceB
     await opened.close()
 
 
-async def drain(bus: ServiceBusMessageBus, wait: float = 1.0) -> list[tuple[str, WakeUp]]:
+async def drain(bus: ServiceBusMessageBus, wait: float = 1.0) -> list[tuple[str, Dispatch]]:
     received = []
     async with bus.receiver(prefetch=10) as receiver:
         for message in await receiver.receive_messages(max_message_count=10, max_wait_time=wait):
@@ -39,8 +39,8 @@ async def drain(bus: ServiceBusMessageBus, wait: float = 1.0) -> list[tuple[str,
 async def test_sent_dispatches_arrive_as_wake_ups(bus: ServiceBusMessageBus) -> None:
     await bus.send([Dispatch("d1", "audit", 1), Dispatch("d2", "audit", 4)])
     assert sorted(await drain(bus)) == [
-        ("d1:1", WakeUp("d1", "audit", 1)),
-        ("d2:4", WakeUp("d2", "audit", 4)),
+        ("d1:1", Dispatch("d1", "audit", 1)),
+        ("d2:4", Dispatch("d2", "audit", 4)),
     ]
 
 
@@ -59,7 +59,7 @@ async def test_future_dispatches_are_scheduled(bus: ServiceBusMessageBus) -> Non
     assert await drain(bus, wait=0.5) == []
     [(_, wake_up)] = await drain(bus, wait=6)
     assert datetime.now(UTC) >= later
-    assert wake_up == WakeUp("d1", "c", 2)
+    assert wake_up == Dispatch("d1", "c", 2)
 
 
 async def test_an_outage_is_a_transient_error_and_recovery_needs_no_restart(

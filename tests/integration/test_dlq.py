@@ -50,7 +50,7 @@ async def bus(servicebus_emulator: ServiceBusEmulator) -> AsyncIterator[ServiceB
 
 @pytest.fixture
 def deps(bus: ServiceBusMessageBus) -> Deps:
-    return dataclasses.replace(make_deps(), bus=bus)
+    return dataclasses.replace(make_deps(), bus=bus, queue=bus)
 
 
 async def failed_document(deps: Deps, name: str = "report.pdf", resent: bool = False) -> Document:

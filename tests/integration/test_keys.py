@@ -22,9 +22,9 @@ from api.app import create_app
 from sheaf.adapters.sql.keys import open_key_store
 from sheaf.adapters.sql.migrate import upgrade
 from sheaf.auth.keys import new_key, secret_hash
-from sheaf.auth.scopes import Scope
 from sheaf.cli import main
 from sheaf.config import Settings
+from sheaf.domain.scopes import Scope
 from sheaf.errors import ConfigError
 from sheaf.ports import KeyStore
 

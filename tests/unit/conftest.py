@@ -10,7 +10,12 @@ from sheaf.adapters.embed_lexical import LexicalEmbedder
 from sheaf.config import Settings
 from sheaf.extract import LocalExtractor
 from sheaf.services.deps import Deps
-from sheaf.testing import InMemoryBlobStore, InMemoryDocumentStore, RecordingMessageBus
+from sheaf.testing import (
+    InMemoryBlobStore,
+    InMemoryDocumentStore,
+    InMemoryKeyStore,
+    RecordingMessageBus,
+)
 
 FAST: dict[str, Any] = {
     "lease_seconds": 0.6,
@@ -36,6 +41,7 @@ def make_deps(**overrides: Any) -> Deps:
         bus=RecordingMessageBus(),
         extractor=LocalExtractor(),
         embedder=LexicalEmbedder(settings.embedding_dimensions),
+        keys=InMemoryKeyStore(),
     )
 
 

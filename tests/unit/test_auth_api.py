@@ -22,8 +22,8 @@ from api.app import create_app
 from api.routes import ACCESS, ROUTES
 from api.server import check_exposure, is_loopback
 from sheaf.auth.keys import new_key
-from sheaf.auth.scopes import Scope
 from sheaf.config import Settings
+from sheaf.domain.scopes import Scope
 from sheaf.errors import ConfigError
 from sheaf.services.deps import Deps
 from sheaf.testing import InMemoryKeyStore

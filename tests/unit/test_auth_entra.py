@@ -24,7 +24,7 @@ from api.app import create_app
 from sheaf.auth.entra import JwksCache
 from sheaf.auth.errors import Unauthenticated
 from sheaf.auth.keys import new_key
-from sheaf.auth.scopes import Scope
+from sheaf.domain.scopes import Scope
 from sheaf.errors import TransientError
 from sheaf.testing import InMemoryKeyStore
 from tests.unit.conftest import make_deps

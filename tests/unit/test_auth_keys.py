@@ -8,7 +8,6 @@ import pytest
 
 from sheaf.auth.keys import (
     KEY_PREFIX,
-    StoredKey,
     is_api_key,
     key_id_of,
     matches,
@@ -16,7 +15,8 @@ from sheaf.auth.keys import (
     secret_hash,
 )
 from sheaf.auth.ratelimit import TokenBucketLimiter
-from sheaf.auth.scopes import (
+from sheaf.domain.keys import StoredKey
+from sheaf.domain.scopes import (
     ALL_COLLECTIONS,
     ANONYMOUS,
     Grant,

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sheaf.domain.messages import MalformedMessage, WakeUp, decode, encode, message_id, when
+from sheaf.domain.messages import MalformedMessage, decode, encode, message_id, when
 from sheaf.domain.models import Dispatch
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -12,8 +12,8 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 def test_round_trip() -> None:
     dispatch = Dispatch("d1", "audit", 3)
-    assert decode(encode(dispatch)) == WakeUp("d1", "audit", 3)
-    assert decode(encode(dispatch).encode()) == WakeUp("d1", "audit", 3)
+    assert decode(encode(dispatch)) == Dispatch("d1", "audit", 3)
+    assert decode(encode(dispatch).encode()) == Dispatch("d1", "audit", 3)
 
 
 def test_message_ids_follow_dispatch_seq() -> None:

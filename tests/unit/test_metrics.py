@@ -207,7 +207,7 @@ async def test_attempts_are_counted_by_outcome_and_error_code(deps: Deps) -> Non
     ok = await put(deps)
     await process_document(deps, await claim(deps))
     locked = await put(deps, encrypt_pdf(make_pdf(["secret"]), "pw"))
-    assert await process_document(deps, await claim(deps)) == "permanent:encrypted"
+    assert (await process_document(deps, await claim(deps))).label == "permanent:encrypted"
 
     assert value("sheaf_documents_processed_total", outcome="completed", error_code="") == (
         completed + 1
@@ -231,7 +231,7 @@ async def test_a_lost_lease_is_counted_as_a_fencing_rejection(deps: Deps) -> Non
     lease = await claim(deps)
     await asyncio.sleep(deps.settings.lease_seconds + 0.1)  # stalled: the lease expires
     assert (await deps.store.acquire_document_lease(created.id, "b", 30)).lease is not None
-    assert await process_document(slowed(deps, 0.05), lease) == "lease_lost"
+    assert (await process_document(slowed(deps, 0.05), lease)).label == "lease_lost"
     assert sum(value("sheaf_lease_fencing_rejections_total", operation=op) for op in OPS) > fenced
     assert value("sheaf_documents_processed_total", outcome="lease_lost", error_code="") == (
         lost + 1
@@ -247,7 +247,7 @@ async def test_heartbeats_are_counted(deps: Deps) -> None:
     await put(deps)
     renewed = value("sheaf_leases_renewed_total")
     slow = slowed(deps, delay=0.15)  # several heartbeats (0.1 s) while it embeds
-    assert await process_document(slow, await claim(slow)) == "completed"
+    assert (await process_document(slow, await claim(slow))).label == "completed"
     assert value("sheaf_leases_renewed_total") > renewed
 
 

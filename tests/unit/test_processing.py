@@ -96,7 +96,7 @@ async def test_entering_stages_costs_no_renewal() -> None:
     """A document done within one heartbeat writes nothing but its chunks and completion."""
     deps, renewals = logging_renewals(make_deps(heartbeat_seconds=30, lease_seconds=90))
     created = await put(deps)
-    assert await process_document(deps, await claim(deps)) == "completed"
+    assert (await process_document(deps, await claim(deps))).label == "completed"
     assert renewals.stages == []
     assert (await doc(deps, created.id)).history[0].stage == "index"  # set by the chunk write
 
@@ -105,7 +105,7 @@ async def test_the_heartbeat_reports_the_stage_the_document_is_in(deps: Deps) ->
     logged, renewals = logging_renewals(deps)
     slow = slowed(logged, delay=0.25)  # every embedding call outlasts two heartbeats
     created = await put(slow)
-    assert await process_document(slow, await claim(slow)) == "completed"
+    assert (await process_document(slow, await claim(slow))).label == "completed"
     assert "embed" in renewals.stages
     assert set(renewals.stages) <= {"download", "extract", "chunk", "embed", "index"}
     assert (await doc(deps, created.id)).attempts == 1
@@ -115,7 +115,7 @@ async def test_a_document_is_processed_and_searchable(deps: Deps) -> None:
     pdf = make_pdf(["alpha beta gamma " * 8, "delta epsilon zeta eta theta " * 5])
     created = await put(deps, pdf)
     lease = await claim(deps)
-    assert await process_document(deps, lease) == "completed"
+    assert (await process_document(deps, lease)).label == "completed"
     done = await doc(deps, created.id)
     assert (done.status, done.attempts, done.page_count) == (Status.COMPLETED, 1, 2)
     assert done.history[0].stage_seconds.keys() >= {"download", "extract", "embed", "index"}
@@ -128,7 +128,7 @@ async def test_the_heartbeat_keeps_a_slow_document_alive(deps: Deps) -> None:
     created = await put(deps)
     slow = slowed(deps, delay=0.3)  # many batches x 0.3 s is far beyond the 0.6 s lease
     lease = await claim(slow)
-    assert await process_document(slow, lease) == "completed"
+    assert (await process_document(slow, lease)).label == "completed"
     assert (await doc(deps, created.id)).attempts == 1
 
 
@@ -152,7 +152,7 @@ async def test_the_next_batch_is_embedding_while_one_is_written() -> None:
     embedder = CountingEmbedder(deps.embedder, delay=0.02)
     deps = dataclasses.replace(deps, embedder=embedder)
     created = await put(deps)
-    assert await process_document(deps, await claim(deps)) == "completed"
+    assert (await process_document(deps, await claim(deps))).label == "completed"
 
     done = await doc(deps, created.id)
     assert done.chunk_count == embedder.calls >= 3
@@ -167,7 +167,7 @@ async def test_a_failed_batch_fails_the_attempt_and_leaves_no_embedding_running(
     failing = CountingEmbedder(deps.embedder, delay=0.02, fail=TransientError("down"))
     deps = dataclasses.replace(deps, embedder=failing)
     created = await put(deps)
-    assert await process_document(deps, await claim(deps)) == "transient:transient_error"
+    assert (await process_document(deps, await claim(deps))).label == "transient:transient_error"
     await asyncio.sleep(0.05)
     assert failing.in_flight == 0
     assert (await doc(deps, created.id)).status is Status.QUEUED
@@ -182,9 +182,9 @@ async def test_a_worker_whose_lease_was_taken_over_cannot_complete(deps: Deps) -
     taken = await deps.store.acquire_document_lease(created.id, "b", 30)
     assert taken.outcome is AcquireOutcome.ACQUIRED
     assert taken.lease is not None
-    assert await process_document(stalled, lease_a) == "lease_lost"
+    assert (await process_document(stalled, lease_a)).label == "lease_lost"
     assert await deps.store.document_chunks(created.id) == []
-    assert await process_document(deps, taken.lease) == "completed"
+    assert (await process_document(deps, taken.lease)).label == "completed"
     final = await doc(deps, created.id)
     assert final.attempts == 2
     assert [a.outcome.value for a in final.history] == ["expired", "completed"]
@@ -198,7 +198,7 @@ async def test_a_refused_renewal_stops_the_attempt_at_once(deps: Deps) -> None:
     task = asyncio.create_task(process_document(slow, lease))
     await asyncio.sleep(0.1)
     await deps.store.delete_document(created.id)  # the tombstone clears the lease
-    assert await asyncio.wait_for(task, 2) == "lease_lost"
+    assert (await asyncio.wait_for(task, 2)).label == "lease_lost"
     assert (await doc(deps, created.id)).status is Status.DELETED
 
 
@@ -370,7 +370,7 @@ async def test_a_slow_but_progressing_extraction_is_not_abandoned() -> None:
     extractor = PacedExtractor(pages=12, seconds=0.15)  # 1.8 s in all, 3.6 x the stall limit
     deps = paced(extractor)
     created = await put(deps)
-    assert await process_document(deps, await claim(deps)) == "completed"
+    assert (await process_document(deps, await claim(deps))).label == "completed"
     done = await doc(deps, created.id)
     assert (done.attempts, done.page_count) == (1, 12)
 
@@ -379,7 +379,7 @@ async def test_slow_but_progressing_embedding_is_not_abandoned() -> None:
     deps = slowed(make_deps(**PACED, embed_batch_size=1), delay=0.2)  # a batch every 0.2 s
     created = await put(deps)
     started = time.monotonic()
-    assert await process_document(deps, await claim(deps)) == "completed"
+    assert (await process_document(deps, await claim(deps))).label == "completed"
     assert time.monotonic() - started > 2 * deps.settings.document_stall_seconds
     assert (await doc(deps, created.id)).attempts == 1
 
@@ -390,7 +390,7 @@ async def test_a_stuck_attempt_is_abandoned_after_the_stall_limit() -> None:
     created = await put(deps)
     started = time.monotonic()
     try:
-        assert await process_document(deps, await claim(deps)) == "transient:stalled"
+        assert (await process_document(deps, await claim(deps))).label == "transient:stalled"
     finally:
         extractor.release.set()
     assert 0.5 <= time.monotonic() - started < 2.0
@@ -407,14 +407,14 @@ async def test_waiting_for_the_first_page_is_not_a_stall() -> None:
     extractor.first_delay = 1.0
     deps = paced(extractor)
     created = await put(deps)
-    assert await process_document(deps, await claim(deps)) == "completed"
+    assert (await process_document(deps, await claim(deps))).label == "completed"
     assert (await doc(deps, created.id)).page_count == 3
 
 
 async def test_the_deadline_is_a_backstop_even_for_progress() -> None:
     deps = paced(PacedExtractor(pages=None, seconds=0.05), document_deadline_seconds=0.8)
     await put(deps)
-    assert await process_document(deps, await claim(deps)) == "transient:deadline_exceeded"
+    assert (await process_document(deps, await claim(deps))).label == "transient:deadline_exceeded"
 
 
 async def test_pages_are_read_only_as_far_as_the_page_limit() -> None:
@@ -422,7 +422,7 @@ async def test_pages_are_read_only_as_far_as_the_page_limit() -> None:
     extractor = PacedExtractor(pages=None, seconds=0)
     deps = paced(extractor, document_max_pages=5)
     created = await put(deps)
-    assert await process_document(deps, await claim(deps)) == "permanent:too_many_pages"
+    assert (await process_document(deps, await claim(deps))).label == "permanent:too_many_pages"
     assert extractor.read == 6
     assert extractor.closed  # the caller stopped it early: an isolated child stops too
     failed = await doc(deps, created.id)
@@ -437,7 +437,7 @@ async def test_pages_are_read_only_as_far_as_the_page_limit() -> None:
 async def test_a_document_over_a_limit_fails_with_the_limits_name(limit: str, code: str) -> None:
     deps = make_deps(**{limit: 3})
     created = await put(deps)
-    assert await process_document(deps, await claim(deps)) == f"permanent:{code}"
+    assert (await process_document(deps, await claim(deps))).label == f"permanent:{code}"
     failed = await doc(deps, created.id)
     assert (failed.status, failed.error_code) == (Status.FAILED, code)
     assert f"SHEAF_{limit.upper()}" in (failed.last_error or "")
@@ -450,7 +450,8 @@ async def test_a_worker_over_its_memory_limit_fails_the_document_asking_for_more
         pytest.skip("a process's resident memory is read from Linux's /proc")
     deps = make_deps(worker_memory_bytes=1024 * 1024)
     created = await put(deps)
-    assert await process_document(deps, await claim(deps)) == "transient:worker_memory_limit"
+    result = await process_document(deps, await claim(deps))
+    assert result.label == "transient:worker_memory_limit"
     stopped = await doc(deps, created.id)
     assert (stopped.status, stopped.error_code) == (Status.QUEUED, "worker_memory_limit")
     assert "SHEAF_WORKER_MEMORY_BYTES" in (stopped.last_error or "")

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sheaf.adapters.sql import create_engine
 from sheaf.adapters.sql.schema import api_keys
 from sheaf.adapters.sql.store import READ_ONLY, translated_errors
-from sheaf.auth.keys import ApiKey, NewApiKey, StoredKey
-from sheaf.auth.scopes import Scope
+from sheaf.domain.keys import ApiKey, NewApiKey, StoredKey
+from sheaf.domain.scopes import Scope
 from sheaf.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sheaf.services.ingest import COLLECTION_RE
+from sheaf.domain.collections import COLLECTION_RE
 
 ALL_COLLECTIONS = "*"
 
