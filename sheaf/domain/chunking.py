@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 from typing import NamedTuple
 
 from sheaf.domain.models import Chunk, Page
@@ -33,6 +34,7 @@ from sheaf.domain.models import Chunk, Page
 # Words only: a pattern that also captured the gap before each word would backtrack over
 # a long whitespace run once per position (quadratic on a file that ends in blank space).
 _WORD = re.compile(r"\S+")
+READ_AHEAD = 256  # words read past the one a chunk needs: a bound, not the document
 
 
 class _Word(NamedTuple):  # a tuple: cheap to build by the hundred thousand
@@ -72,25 +74,20 @@ class _Window:
 
     def __init__(self, words: Iterator[_Word]) -> None:
         self._words = words
-        self._held: list[_Word] = []
+        self.held: list[_Word] = []  # the same list object for the window's whole life
 
     def has(self, index: int) -> bool:
-        """Whether word `index` exists, reading as far as needed to know."""
-        while len(self._held) <= index:
-            word = next(self._words, None)
-            if word is None:
-                return False
-            self._held.append(word)
-        return True
-
-    def __getitem__(self, index: int) -> _Word:
-        return self._held[index]
+        """Whether word `index` exists, reading as far as needed to know (and up to
+        `READ_AHEAD` words further: one call per word would cost more than the chunking)."""
+        if index >= len(self.held):
+            self.held.extend(islice(self._words, index + 1 - len(self.held) + READ_AHEAD))
+        return index < len(self.held)
 
     def first(self, count: int) -> list[_Word]:
-        return self._held[:count]
+        return self.held[:count]
 
     def drop(self, count: int) -> None:
-        del self._held[:count]
+        del self.held[:count]
 
 
 def _words(pages: Iterable[Page], size: int) -> Iterator[_Word]:
@@ -145,11 +142,12 @@ def _pieces(word: str, page: int, separator: str, size: int) -> Iterator[_Word]:
 
 def _chunk_end(words: _Window, size: int) -> tuple[int, bool]:
     """Index after the chunk's last word, and whether it stopped at a page break."""
-    length = len(words[0].text)
+    held = words.held  # indexed directly: this loop runs once per word of the document
+    length = len(held[0].text)
     end = 1
-    while words.has(end):
-        word = words[end]
-        if word.page != words[end - 1].page and length * 2 >= size:
+    while end < len(held) or words.has(end):
+        word = held[end]
+        if word.page != held[end - 1].page and length * 2 >= size:
             return end, True
         length += len(word.separator) + len(word.text)
         if length > size:
@@ -163,10 +161,11 @@ def _overlap_start(words: _Window, end: int, overlap: int) -> int:
 
     Always after the chunk's start, so every chunk makes progress even when nothing fits.
     """
+    held = words.held
     begin = end
     length = -1  # the first word counted has no separator inside the overlap
     while begin - 1 > 0:
-        length += len(words[begin - 1].text) + 1
+        length += len(held[begin - 1].text) + 1
         if length > overlap:
             break
         begin -= 1

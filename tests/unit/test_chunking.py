@@ -164,11 +164,11 @@ def test_streaming_reads_pages_only_as_chunks_need_them() -> None:
     def pages() -> Iterator[Page]:
         for number in range(1, 1000):
             read.append(number)
-            yield Page(number, prose(number, 100))
+            yield Page(number, prose(number, 1000))
 
     stream = iter_chunks(pages(), 200, 20)
     next(stream)
-    assert read == [1]  # a chunk of page 1 needs page 1 and no further page
+    assert read == [1]  # a chunk of page 1 needs page 1 (and a few hundred words of it)
 
 
 def test_a_long_word_arriving_in_pieces_is_cut_as_if_whole() -> None:
