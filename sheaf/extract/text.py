@@ -53,5 +53,12 @@ def _decoder(head: bytes) -> codecs.IncrementalDecoder:
 
 
 def clean_text(text: str) -> str:
-    """`\\n` newlines only, and no characters that SQL text columns reject."""
+    """`\\n` newlines only, and no characters that SQL text columns reject.
+
+    ASCII text (`isascii` is a flag lookup in CPython) takes `str.replace`, which is
+    memchr-fast, instead of two regex scans: seconds saved on a 50 MB page."""
+    if text.isascii():
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return text.replace("\x00", "") if "\x00" in text else text
     return _UNSTORABLE.sub("", _NEWLINES.sub("\n", text))

@@ -157,3 +157,15 @@ def test_the_entry_limit_applies_to_every_office_format(tmp_path: Path) -> None:
         "zip_bomb"
     )
     assert failure(tmp_path, make_zip({"a": b""}), ContentType.XLSX) == "not_an_xlsx"
+
+
+# --- clean_text: the ASCII fast path agrees with the general one ------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["a\r\nb\rc\n", "nul\x00here\r\n", "plain", "", "\r\r\n\n", "caf\u00e9\r\n\x00\u2028x"]
+)
+def test_clean_text_is_the_same_on_both_paths(text: str) -> None:
+    from sheaf.extract.text import _NEWLINES, _UNSTORABLE, clean_text
+
+    assert clean_text(text) == _UNSTORABLE.sub("", _NEWLINES.sub("\n", text))
