@@ -21,6 +21,9 @@ from sheaf.errors import ConfigError
 
 PREFIX = "SHEAF_"
 MiB = 1024 * 1024
+# The offline model of SHEAF_EMBEDDER=local (sheaf.adapters.embed_local): one size only.
+LOCAL_EMBEDDING_MODEL = "local:all-minilm-l6-v2-int8:384"
+LOCAL_EMBEDDING_DIMENSIONS = 384
 
 
 def _default_worker_id() -> str:
@@ -390,9 +393,7 @@ class Settings(BaseModel):
     def _local_model_dimensions(cls, data: Any) -> Any:
         """The local model has one size: unset dimensions mean its size, not 1024."""
         if isinstance(data, dict) and data.get("embedder", "local") == "local":
-            from sheaf.adapters.embed_local import DIMENSIONS
-
-            return {"embedding_dimensions": DIMENSIONS, **data}
+            return {"embedding_dimensions": LOCAL_EMBEDDING_DIMENSIONS, **data}
         return data
 
     @model_validator(mode="after")
@@ -457,15 +458,12 @@ class Settings(BaseModel):
             )
         if self.database_auth == "entra" and self.database_dialect != "mssql":
             problems.append("SHEAF_DATABASE_AUTH=entra is for SQL Server (mssql+aioodbc) only")
-        if self.embedder == "local":
-            from sheaf.adapters.embed_local import DIMENSIONS, MODEL
-
-            if self.embedding_dimensions != DIMENSIONS:
-                problems.append(
-                    f"SHEAF_EMBEDDING_DIMENSIONS={self.embedding_dimensions} does not match "
-                    f"SHEAF_EMBEDDER=local, whose model ({MODEL}) gives {DIMENSIONS}; unset it "
-                    "(or set it to that)"
-                )
+        if self.embedder == "local" and self.embedding_dimensions != LOCAL_EMBEDDING_DIMENSIONS:
+            problems.append(
+                f"SHEAF_EMBEDDING_DIMENSIONS={self.embedding_dimensions} does not match "
+                f"SHEAF_EMBEDDER=local, whose model ({LOCAL_EMBEDDING_MODEL}) gives "
+                f"{LOCAL_EMBEDDING_DIMENSIONS}; unset it (or set it to that)"
+            )
         if self.embedder == "openai" and not (self.openai_base_url and self.openai_model):
             problems.append(
                 "SHEAF_EMBEDDER=openai needs SHEAF_OPENAI_BASE_URL and SHEAF_OPENAI_MODEL"

