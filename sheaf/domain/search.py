@@ -27,14 +27,30 @@ LIKE_ESCAPE = "\\"
 _WORD = re.compile(r"\w+")
 
 
+# English function words: they carry no topic, and a rare one ("can" in one chunk of a
+# small collection) would outrank the words that do. The console leaves the same words
+# unhighlighted (api/console/static/dom.js). PostgreSQL's `english` configuration drops
+# its own list when it builds the tsvector; this one applies on every backend.
+_STOP_WORDS = """
+    a about above after again all also am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from
+    further had has have having he her here hers him his how i if in into is it its itself
+    just me more most my no nor not now of off on once only or other our ours out over own
+    same she should so some such than that the their theirs them then there these they this
+    those through to too under until up very was we were what when where which while who
+    whom why will with would you your yours
+"""
+STOP_WORDS = frozenset(_STOP_WORDS.split())
+
+
 def query_terms(query: str) -> list[str]:
-    """The distinct words of a query, lower-cased, in order of first appearance."""
+    """The distinct words of a query, lower-cased, in order of first appearance, without
+    stop words (unless the query has nothing else: "to be or not to be")."""
     seen: dict[str, None] = {}
     for word in _WORD.findall(query.lower()):
         seen.setdefault(word, None)
-        if len(seen) == MAX_QUERY_TERMS:
-            break
-    return list(seen)
+    words = [word for word in seen if word not in STOP_WORDS] or list(seen)
+    return words[:MAX_QUERY_TERMS]
 
 
 K = TypeVar("K", int, tuple[str, int])

@@ -101,7 +101,7 @@ def test_a_query_cannot_break_out_of_the_contains_condition() -> None:
     assert condition.count('"') == 2 * len(terms)
     assert all(f'FORMSOF(INFLECTIONAL, "{t}")' in condition for t in terms)
     assert "'" not in condition
-    assert set(terms) == {"crane", "or", "near", "x", "y", "drop", "table", "chunks"}
+    assert set(terms) == {"crane", "near", "x", "y", "drop", "table", "chunks"}
 
 
 def test_time_filters_render_as_comparisons_of_created_at() -> None:

@@ -90,7 +90,11 @@ def test_single_rankings_number_their_hits() -> None:
 
 
 def test_query_words_and_filename_patterns() -> None:
-    assert query_terms("The harbour's CRANE, the crane!") == ["the", "harbour", "s", "crane"]
+    assert query_terms("The harbour's CRANE, the crane!") == ["harbour", "s", "crane"]
+    # Stop words carry no topic: a rare one must not outrank the words that do...
+    assert query_terms("Where can I buy fresh bread?") == ["buy", "fresh", "bread"]
+    # ...unless the query is nothing else.
+    assert query_terms("To be, or not to be") == ["to", "be", "or", "not"]
     assert query_terms(" ?! ") == []
     assert glob_to_like("a*b?c%d_e[f\\") == "a%b_c\\%d\\_e\\[f\\\\"
     assert glob_to_regex("*.PDF").fullmatch("annual report.pdf")
