@@ -79,7 +79,8 @@ class Stages:
         self.progressed_at = math.inf
 
     @contextlib.asynccontextmanager
-    async def stage(self, name: str) -> AsyncIterator[None]:
+    async def stage(self, name: str, *, observe: bool = True) -> AsyncIterator[None]:
+        """Time a stage; `observe=False` leaves the histogram to the caller."""
         self.current = name
         start = time.perf_counter()
         try:
@@ -87,7 +88,8 @@ class Stages:
         finally:
             elapsed = time.perf_counter() - start
             self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
-            metrics.STAGE_SECONDS.labels(stage=name).observe(elapsed)
+            if observe:
+                metrics.STAGE_SECONDS.labels(stage=name).observe(elapsed)
 
 
 async def process_document(deps: Deps, lease: Lease) -> AttemptResult:
@@ -315,8 +317,7 @@ async def _pipeline(deps: Deps, lease: Lease, stages: Stages) -> Completion:
             await _index(deps, lease, stages, stream)
         finally:
             await stream.aclose()
-    stages.seconds["chunk"] = stages.seconds.get("extract", 0.0) - stream.extract_seconds
-    stages.seconds["extract"] = stream.extract_seconds
+            _split_extract_and_chunk(stages, stream.extract_seconds)
     if not stream.chunks:
         raise PermanentError(
             "no extractable text: the pages are blank, or they are scans and OCR is turned "
@@ -342,6 +343,16 @@ def _check_size(path: Path, limit: int) -> None:
         )
 
 
+def _split_extract_and_chunk(stages: Stages, extract_seconds: float) -> None:
+    """Reading pages and chunking them run interleaved, timed together as `extract`;
+    the stream knows how long it waited on the extractor. Record both, once."""
+    together = stages.seconds.get("extract", 0.0)
+    stages.seconds["extract"] = extract_seconds
+    stages.seconds["chunk"] = max(0.0, together - extract_seconds)
+    for stage in ("extract", "chunk"):
+        metrics.STAGE_SECONDS.labels(stage=stage).observe(stages.seconds[stage])
+
+
 async def _index(deps: Deps, lease: Lease, stages: Stages, stream: ChunkStream) -> None:
     """Embed the stream's batches and write their chunks, in order, keeping `EMBED_AHEAD`
     batches' embeddings under way: while one batch is written, or one request waits on
@@ -352,7 +363,7 @@ async def _index(deps: Deps, lease: Lease, stages: Stages, stream: ChunkStream) 
     pending: deque[tuple[Sequence[Chunk], asyncio.Task[list[tuple[float, ...]]]]] = deque()
 
     async def embed_next() -> None:
-        async with stages.stage("extract"):  # reading pages and chunking them, interleaved
+        async with stages.stage("extract", observe=False):  # pages and chunks, interleaved
             batch = await stream.next_batch()
         if batch:
             texts = [chunk.text for chunk in batch]
