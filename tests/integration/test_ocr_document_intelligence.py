@@ -49,7 +49,7 @@ async def extract(
 ) -> list[Page]:
     path = tmp_path / "upload.bin"
     path.write_bytes(data)
-    return await asyncio.to_thread(extractor.extract, path, kind)
+    return await asyncio.to_thread(lambda: list(extractor.extract(path, kind)))
 
 
 async def failure(
@@ -165,7 +165,7 @@ async def test_settings_alone_choose_document_intelligence(
         assert isinstance(deps.extractor, DocumentIntelligenceExtractor)
         path = tmp_path / "scan.png"
         path.write_bytes(make_image(["x"]))
-        pages = await asyncio.to_thread(deps.extractor.extract, path, ContentType.PNG)
+        pages = await asyncio.to_thread(lambda: list(deps.extractor.extract(path, ContentType.PNG)))
     assert pages == [Page(1, "chosen by settings")]
 
 
