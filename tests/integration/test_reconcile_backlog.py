@@ -58,6 +58,7 @@ async def deps(
         safety_poll_seconds=0,  # only the reconciler may recover the dropped wake-up
         poll_interval_seconds=0.2,
         heartbeat_seconds=1,
+        embedder="lexical",  # SlowEmbedder below: hashed words, deterministic
         embedding_dimensions=64,
     )
     store = await open_store(f"sqlite+aiosqlite:///{tmp_path / 'sheaf.db'}")
