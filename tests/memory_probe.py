@@ -157,7 +157,11 @@ def main(argv: list[str]) -> None:
         {},
         database_url=f"sqlite+aiosqlite:///{Path(workdir) / 'sheaf.db'}",
         blob_dir=Path(workdir) / "blobs",
-        **dict(assignment.split("=", 1) for assignment in assignments),
+        **{
+            "embedder": "lexical",  # the pipeline's memory, not a model's (and fast)
+            "embedding_dimensions": "1024",
+            **dict(assignment.split("=", 1) for assignment in assignments),
+        },
     )
     if reference:
         print(json.dumps(bare(config, Path(path), Path(workdir))))
