@@ -71,6 +71,7 @@ async def run(ctx: Context) -> None:
                 {},
                 database_url=url,
                 blob_dir=ctx.workdir / f"blobs-{database}",
+                embedder="lexical",  # per-document cost of the store, not of a model
                 embedding_dimensions=DIMENSIONS,
             )
             await asyncio.to_thread(migrate, settings)  # alembic runs its own event loop
