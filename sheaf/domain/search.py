@@ -22,6 +22,7 @@ RRF_K = 60
 BM25_K1 = 1.2  # term-frequency saturation, the usual default (Lucene, Elasticsearch)
 BM25_B = 0.75  # length normalisation, the usual default
 MAX_QUERY_TERMS = 64  # a pasted page becomes a bounded OR of its first distinct words
+MAX_TERM_WEIGHT = 8  # a word said more often weighs more, up to this many times
 LIKE_ESCAPE = "\\"
 
 _WORD = re.compile(r"\w+")
@@ -43,14 +44,20 @@ _STOP_WORDS = """
 STOP_WORDS = frozenset(_STOP_WORDS.split())
 
 
-def query_terms(query: str) -> list[str]:
-    """The distinct words of a query, lower-cased, in order of first appearance, without
-    stop words (unless the query has nothing else: "to be or not to be")."""
-    seen: dict[str, None] = {}
+def query_terms(query: str) -> dict[str, int]:
+    """The distinct words of a query, lower-cased, in order of first appearance, each with
+    how often the query says it (at most `MAX_TERM_WEIGHT`), without stop words (unless
+    the query has nothing else: "to be or not to be").
+
+    The count is BM25's query term frequency: a long question that names "retrieval"
+    three times and "systems" once is mostly about retrieval, as Okapi BM25 and the usual
+    rankers (rank_bm25, Lucene's BooleanQuery of repeated clauses) weigh it.
+    """
+    counts: dict[str, int] = {}
     for word in _WORD.findall(query.lower()):
-        seen.setdefault(word, None)
-    words = [word for word in seen if word not in STOP_WORDS] or list(seen)
-    return words[:MAX_QUERY_TERMS]
+        counts[word] = counts.get(word, 0) + 1
+    words = [word for word in counts if word not in STOP_WORDS] or list(counts)
+    return {word: min(counts[word], MAX_TERM_WEIGHT) for word in words[:MAX_QUERY_TERMS]}
 
 
 K = TypeVar("K", int, tuple[str, int])
@@ -58,7 +65,7 @@ K = TypeVar("K", int, tuple[str, int])
 
 def bm25_rank(
     texts: Mapping[K, str],
-    terms: Sequence[str],
+    terms: Mapping[str, int],
     n: int,
     avgdl: float,
     allowed: Callable[[K], bool] = lambda _: True,
@@ -66,7 +73,8 @@ def bm25_rank(
     """Okapi BM25 of whole words, for rankers without a full-text index.
 
     `texts` are the candidates: every chunk of the collection that may hold a term (a
-    superset is fine; chunks without a whole-word match are dropped). tf counts lower-cased
+    superset is fine; chunks without a whole-word match are dropped). `terms` maps each
+    word to its weight in the query (`query_terms`). tf counts lower-cased
     `\\w+` words (no stemming), df the candidates holding a word, `n` is the number of
     chunks in the collection and `avgdl` their mean length in characters (dl is in
     characters too). Statistics come from all candidates; `allowed` only chooses which are
@@ -90,7 +98,8 @@ def bm25_rank(
             continue
         norm = BM25_K1 * (1 - BM25_B + BM25_B * len(texts[key]) / max(avgdl, 1.0))
         score = sum(
-            math.log(1 + (max(n, holding[w]) - holding[w] + 0.5) / (holding[w] + 0.5))
+            terms[w]
+            * math.log(1 + (max(n, holding[w]) - holding[w] + 0.5) / (holding[w] + 0.5))
             * tf
             * (BM25_K1 + 1)
             / (tf + norm)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from sheaf.adapters.sql.mssql import MssqlDocumentStore
+from sheaf.adapters.sql.mssql import FULLTEXT_ACTIVE, MssqlDocumentStore
 from sheaf.domain.chunking import content_hash
 from sheaf.domain.models import (
     AcquireOutcome,
@@ -825,6 +825,27 @@ async def test_keyword_search_ranks_rarer_words_higher(
     await completed(store, doc, *texts(*common, "report about harbour", "quarterly sales"))
     hits = await keywords(store, "docs", "harbour sales", 3)
     assert found(hits)[0] == (doc.id, 6)  # the only chunk with the rare word
+
+
+async def test_keyword_search_weighs_a_word_the_query_repeats(
+    store: DocumentStore, make_document: MakeDocument
+) -> None:
+    """Query term frequency: two chunks alike but for which of two equally rare words they
+    hold; the word the query says twice decides which comes first, either way round."""
+    if isinstance(store, MssqlDocumentStore) and await _has_full_text(store):
+        pytest.skip("SQL Server's CONTAINSTABLE weighs each word of the OR once (docs/search.md)")
+    doc = await make_document()
+    filler = [f"report number {n} about sales" for n in range(4)]
+    await completed(store, doc, *texts(*filler, "harbour report", "quarry report"))
+    twice_quarry = await keywords(store, "docs", "harbour quarry quarry", 2)
+    assert found(twice_quarry) == [(doc.id, 5), (doc.id, 4)]
+    twice_harbour = await keywords(store, "docs", "harbour harbour quarry", 2)
+    assert found(twice_harbour) == [(doc.id, 4), (doc.id, 5)]
+
+
+async def _has_full_text(store: MssqlDocumentStore) -> bool:
+    async with store.engine.connect() as conn:
+        return bool((await conn.execute(text(FULLTEXT_ACTIVE))).scalar())
 
 
 async def test_keyword_search_follows_reingest_and_purge(

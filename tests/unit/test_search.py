@@ -25,7 +25,16 @@ from sheaf.domain.models import (
     SearchHit,
     SearchMode,
 )
-from sheaf.domain.search import RRF_K, fuse, glob_to_like, glob_to_regex, query_terms, ranked
+from sheaf.domain.search import (
+    MAX_TERM_WEIGHT,
+    RRF_K,
+    bm25_rank,
+    fuse,
+    glob_to_like,
+    glob_to_regex,
+    query_terms,
+    ranked,
+)
 from sheaf.errors import ClientError
 from sheaf.services import search as searching
 from sheaf.services.deps import Deps
@@ -90,16 +99,36 @@ def test_single_rankings_number_their_hits() -> None:
 
 
 def test_query_words_and_filename_patterns() -> None:
-    assert query_terms("The harbour's CRANE, the crane!") == ["harbour", "s", "crane"]
+    # Each distinct word once, in order, with how often the query says it.
+    assert query_terms("The harbour's CRANE, the crane!") == {"harbour": 1, "s": 1, "crane": 2}
+    assert list(query_terms("pear fig pear")) == ["pear", "fig"]
+    assert query_terms("spam " * 50) == {"spam": MAX_TERM_WEIGHT}
     # Stop words carry no topic: a rare one must not outrank the words that do...
-    assert query_terms("Where can I buy fresh bread?") == ["buy", "fresh", "bread"]
+    assert query_terms("Where can I buy fresh bread?") == {"buy": 1, "fresh": 1, "bread": 1}
     # ...unless the query is nothing else.
-    assert query_terms("To be, or not to be") == ["to", "be", "or", "not"]
-    assert query_terms(" ?! ") == []
+    assert query_terms("To be, or not to be") == {"to": 2, "be": 2, "or": 1, "not": 1}
+    assert query_terms(" ?! ") == {}
     assert glob_to_like("a*b?c%d_e[f\\") == "a%b_c\\%d\\_e\\[f\\\\"
     assert glob_to_regex("*.PDF").fullmatch("annual report.pdf")
     assert not glob_to_regex("report").fullmatch("report.pdf")
     assert not glob_to_regex("a.c").fullmatch("abc")  # a dot is a dot
+
+
+def test_bm25_weighs_a_word_by_how_often_the_query_says_it() -> None:
+    """Query term frequency, as Okapi BM25 and rank_bm25 count it: two chunks alike but
+    for which of two equally rare words they hold; the word said twice wins."""
+    texts = {1: "alpha report", 2: "omega report", 3: "other things", 4: "more things"}
+    assert [key for key, _ in bm25_rank(texts, query_terms("alpha omega omega"), 4, 12.0)] == [
+        2,
+        1,
+    ]
+    assert [key for key, _ in bm25_rank(texts, query_terms("alpha alpha omega"), 4, 12.0)] == [
+        1,
+        2,
+    ]
+    (_, once), _ = bm25_rank(texts, {"alpha": 1, "omega": 1}, 4, 12.0)
+    (_, twice), _ = bm25_rank(texts, {"alpha": 2, "omega": 1}, 4, 12.0)
+    assert twice == pytest.approx(2 * once)
 
 
 # -- the service on the fakes -------------------------------------------------------------

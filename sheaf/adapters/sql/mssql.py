@@ -28,7 +28,15 @@ import functools
 import json
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -520,7 +528,7 @@ class MssqlDocumentStore(SqlDocumentStore):
         self,
         conn: AsyncConnection,
         collection: str,
-        terms: Sequence[str],
+        terms: Mapping[str, int],
         k: int,
         filters: SearchFilter | None,
     ) -> list[tuple[int, float]]:
@@ -529,13 +537,15 @@ class MssqlDocumentStore(SqlDocumentStore):
 
         The full-text index is populated in the background (CHANGE_TRACKING AUTO): a
         just-completed document can be missing from keyword results for a moment, while
-        the join on `documents.chunks_token` keeps every result a live chunk.
+        the join on `documents.chunks_token` keeps every result a live chunk. RANK weighs
+        each word of the OR once; the scan weighs a repeated word more, as SQLite and
+        PostgreSQL do (`query_terms`).
         """
         if self._fulltext is None:
             self._fulltext = bool((await conn.execute(text(FULLTEXT_ACTIVE))).scalar())
         if not self._fulltext:
             return await scan_keyword_ranking(conn, collection, terms, k, filters)
-        query = contains_query(collection, terms, k, filters)
+        query = contains_query(collection, list(terms), k, filters)  # each word weighs once
         return [(row.id, float(row.score)) for row in await conn.execute(query)]
 
     async def close(self) -> None:

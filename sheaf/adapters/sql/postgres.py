@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -105,8 +105,10 @@ MAX_LISTEN_RETRY_SECONDS = 30.0
 _CLOCK = text("SELECT clock_timestamp() AS now").columns(now=UTCDateTime)
 # BM25 from the tsvector statistics of migration 0008 (`chunks.text_search`, GIN-indexed):
 # the query's lexemes (english configuration, as the column) become an OR tsquery that
-# the GIN index answers; among the collection's live chunks that match, tf is a lexeme's
-# number of positions, dl a chunk's number of distinct lexemes (length(tsvector)), df the
+# the GIN index answers, each weighing as often as the query says it (its positions in
+# the query's own tsvector: the words of `query_terms`, repeated by their weight); among
+# the collection's live chunks that match, tf is a lexeme's number of positions, dl a
+# chunk's number of distinct lexemes (length(tsvector)), df the
 # matching chunks that hold the lexeme, N the collection's live chunks
 # (documents.chunk_count) and avgdl the mean dl over the matching chunks (a mean over all
 # chunks would read every chunk of the collection on every search). `found` keeps only
@@ -117,7 +119,7 @@ _CLOCK = text("SELECT clock_timestamp() AS now").columns(now=UTCDateTime)
 # quoted in a tsquery.
 _KEYWORD = f"""
 WITH terms AS (
-    SELECT DISTINCT t.lexeme
+    SELECT t.lexeme, coalesce(array_length(t.positions, 1), 1)::float8 AS qtf
     FROM unnest(to_tsvector('english'::regconfig, :query)) AS t
     WHERE t.lexeme !~ '[''\\\\]'
 ),
@@ -147,10 +149,11 @@ sizes AS (
         (SELECT greatest(avg(dl), 1) FROM matched) AS avgdl
 )
 SELECT f.id, sum(
-    ln(1 + (greatest(s.n, h.df) - h.df + 0.5) / (h.df + 0.5))
+    q.qtf * ln(1 + (greatest(s.n, h.df) - h.df + 0.5) / (h.df + 0.5))
     * f.tf * {BM25_K1 + 1} / (f.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * f.dl / s.avgdl))
 ) AS score
-FROM frequencies AS f JOIN holding AS h USING (lexeme) CROSS JOIN sizes AS s
+FROM frequencies AS f JOIN holding AS h USING (lexeme) JOIN terms AS q USING (lexeme)
+    CROSS JOIN sizes AS s
 GROUP BY f.id
 """
 
@@ -219,14 +222,14 @@ class PostgresDocumentStore(SqlDocumentStore):
         self,
         conn: AsyncConnection,
         collection: str,
-        terms: Sequence[str],
+        terms: Mapping[str, int],
         k: int,
         filters: SearchFilter | None,
     ) -> list[tuple[int, float]]:
         """Every live match scored in `_KEYWORD`; the filters then choose among them."""
         scored = (
             text(_KEYWORD)
-            .bindparams(query=" ".join(terms), collection=collection)
+            .bindparams(query=_repeated(terms), collection=collection)
             .columns(id=Integer, score=Float)
             .subquery("scored")
         )
@@ -339,3 +342,8 @@ def _dispatch(row: asyncpg.Record) -> Dispatch:
         status=Status(row["status"]),
         not_before=row["not_before"],
     )
+
+
+def _repeated(terms: Mapping[str, int]) -> str:
+    """The query's words, each as many times as it weighs, for `_KEYWORD`'s tsvector."""
+    return " ".join(term for term, weight in terms.items() for _ in range(weight))

@@ -12,7 +12,7 @@ queue behind writers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,7 @@ class SqliteDocumentStore(SqlDocumentStore):
         self,
         conn: AsyncConnection,
         collection: str,
-        terms: Sequence[str],
+        terms: Mapping[str, int],
         k: int,
         filters: SearchFilter | None,
     ) -> list[tuple[int, float]]:
@@ -142,11 +142,14 @@ class SqliteDocumentStore(SqlDocumentStore):
         FTS5 takes its statistics (chunk count, average length, document frequency) over
         the whole FTS table: every collection, and staged or superseded chunks until they
         go. They change scores slightly, never which chunks are found (but see
-        `_informative`).
+        `_informative`). `bm25()` sums over the phrases of the match, so a word the query
+        says twice is OR-ed in twice and weighs twice (`query_terms`).
         """
         chunk = chunks.c
         terms = await _informative(conn, terms)
-        match = " OR ".join(f'"{term}"' for term in terms)  # \w+ words: no quotes inside
+        match = " OR ".join(  # \w+ words: no quotes inside
+            f'"{term}"' for term, weight in terms.items() for _ in range(weight)
+        )
         query = (
             select(chunk.id, (-_BM25).label("score"))
             .select_from(_FTS.join(live_chunks(), chunk.id == _FTS.c.rowid))
@@ -284,7 +287,7 @@ class SqliteDocumentStore(SqlDocumentStore):
         ]
 
 
-async def _informative(conn: AsyncConnection, terms: Sequence[str]) -> Sequence[str]:
+async def _informative(conn: AsyncConnection, terms: Mapping[str, int]) -> Mapping[str, int]:
     """The terms without those in half the indexed chunks or more, unless all are such.
 
     FTS5's BM25 gives a term in at least half the rows an inverse document frequency of
@@ -304,7 +307,11 @@ async def _informative(conn: AsyncConnection, terms: Sequence[str]) -> Sequence[
     phrases = {f"t{n}": f'"{term}"' for n, term in enumerate(terms)}
     found = (await conn.execute(statement, phrases)).one()
     total, holding = found[0], found[1:]
-    informative = [term for term, count in zip(terms, holding, strict=True) if 2 * count < total]
+    informative = {
+        term: weight
+        for (term, weight), count in zip(terms.items(), holding, strict=True)
+        if 2 * count < total
+    }
     return informative or terms
 
 

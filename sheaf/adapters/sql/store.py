@@ -14,7 +14,7 @@ import asyncio
 import functools
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import fields
 from datetime import datetime, timedelta
@@ -492,7 +492,7 @@ class SqlDocumentStore(ABC):
         self,
         conn: AsyncConnection,
         collection: str,
-        terms: Sequence[str],
+        terms: Mapping[str, int],
         k: int,
         filters: SearchFilter | None,
     ) -> list[tuple[int, float]]:
@@ -794,7 +794,7 @@ def live_chunks() -> Join:
 async def scan_keyword_ranking(
     conn: AsyncConnection,
     collection: str,
-    terms: Sequence[str],
+    terms: Mapping[str, int],
     k: int,
     filters: SearchFilter | None,
 ) -> list[tuple[int, float]]:
