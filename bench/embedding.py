@@ -241,7 +241,7 @@ async def _pipeline(ctx: Context, server: _FakeServer, plan: Plan) -> list[Any]:
         sent = await upload_all(f"http://127.0.0.1:{port}", files)
         server.take_stats()
         worker = SheafProcess(["worker"], settings, run_dir, run_dir / "worker.log")
-        await wait_log(worker, "worker started", 1)  # the profile leaves out start-up
+        await wait_log(worker, "extraction processes ready", 1)  # the profile leaves out start-up
         with ctx.spied(worker.pid, "embedding-pipeline-worker"):
             await wait_done(f"http://127.0.0.1:{port}", len(files), within=600)
     finally:

@@ -322,7 +322,9 @@ class _Running:
 
     async def ready(self, url: str) -> None:
         await wait_ready(url, self.up)
-        await wait_log(self.up, "worker started", self.workers)
+        # Ready means warm: each worker has started its extraction children (which import
+        # every parser, seconds of CPU on this machine), as the bare loop has its imports.
+        await wait_log(self.up, "extraction processes ready", self.workers)
 
     def pids(self, ctx: Context, database_url: str) -> dict[int, str]:
         """Process id → role, for CPU accounting: API, workers and database server."""

@@ -316,7 +316,7 @@ async def _sheaf_up(ctx: Context, name: str) -> AsyncIterator[tuple[str, str, Sh
     api = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(api, up, within=120)
-        await wait_log(up, "worker started", WORKERS, within=120)
+        await wait_log(up, "extraction processes ready", WORKERS, within=120)
         yield api, url, up
     except Exception as exc:
         raise RuntimeError(f"{exc}\nSheaf's log ends with:\n{up.tail()}") from exc
