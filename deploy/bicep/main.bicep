@@ -94,7 +94,7 @@ param embeddingCapacity int = 120
 @description('Embedding deployment type: Standard or GlobalStandard (where the model is offered).')
 param embeddingSkuName string = 'Standard'
 
-@description('SHEAF_OCR_ENGINE the deployment runs with: azure-document-intelligence creates a Document Intelligence account (output documentIntelligenceEndpoint); tesseract creates nothing.')
+@description('SHEAF_OCR_ENGINE: azure-document-intelligence creates a Document Intelligence account.')
 @allowed([
   'tesseract'
   'azure-document-intelligence'
