@@ -5,8 +5,9 @@
 //
 // Then `overlayEnv` (an output) becomes deploy/k8s/overlays/<env>/azure.env, and
 // deploy/bicep/sql-grants.sql creates the database users (docs/deploy.md, in order).
-// Nothing here holds a secret: Service Bus, Storage, Azure OpenAI and Azure SQL accept
-// Entra ID only, and pods reach them through workload identity.
+// Nothing here holds a secret: Service Bus, Storage, Azure OpenAI, Azure SQL (and Document
+// Intelligence, when ocrEngine chooses it) accept Entra ID only, and pods reach them through
+// workload identity.
 //
 // No Bicep compiler runs in this project's CI: deploy/check.sh proves every file parses
 // (checkov's Bicep parser) and checkov's policies pass. Keep to constructs it parses.
@@ -92,6 +93,16 @@ param embeddingCapacity int = 120
 
 @description('Embedding deployment type: Standard or GlobalStandard (where the model is offered).')
 param embeddingSkuName string = 'Standard'
+
+@description('SHEAF_OCR_ENGINE: azure-document-intelligence creates a Document Intelligence account.')
+@allowed([
+  'tesseract'
+  'azure-document-intelligence'
+])
+param ocrEngine string = 'tesseract'
+
+@description('Region of the Document Intelligence account (where its models are offered).')
+param documentIntelligenceLocation string = location
 
 @description('true: create an AKS cluster; false: use existingAksName in this resource group.')
 param createAks bool = true
@@ -212,6 +223,19 @@ module openAi 'modules/openai.bicep' = {
   }
 }
 
+var useDocumentIntelligence = ocrEngine == 'azure-document-intelligence'
+
+module documentIntelligence 'modules/documentintelligence.bicep' = if (useDocumentIntelligence) {
+  name: 'documentintelligence'
+  params: {
+    location: documentIntelligenceLocation
+    accountName: 'di-${prefix}-${suffix}'
+    appPrincipalId: identities.outputs.appPrincipalId
+    workspaceId: workspace.id
+    tags: tags
+  }
+}
+
 module aks 'modules/aks.bicep' = if (createAks) {
   name: 'aks'
   params: {
@@ -267,6 +291,10 @@ output sqlDatabaseName string = sql.outputs.databaseName
 output appIdentityName string = identities.outputs.appName
 output migratorIdentityName string = identities.outputs.migratorName
 output kedaIdentityName string = identities.outputs.kedaName
+
+// SHEAF_AZURE_DOCUMENT_INTELLIGENCE_ENDPOINT when ocrEngine is azure-document-intelligence
+// (empty otherwise): with SHEAF_OCR_ENGINE, it goes in the overlay's settings.env.
+output documentIntelligenceEndpoint string = useDocumentIntelligence ? documentIntelligence.outputs.endpoint : ''
 
 // deploy/k8s/overlays/<env>/azure.env, whole: the keys deploy/k8s/base/azure/kustomization.yaml
 // copies into the ConfigMap, the service accounts, the TriggerAuthentication and the

@@ -13,7 +13,7 @@ import json
 import re
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
@@ -364,3 +364,109 @@ def test_pods_run_locked_down_with_workload_identity(kind: str, name: str) -> No
     resources = container(kind, name)["resources"]
     assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}
     assert {"name": "sheaf-config"} in [e["configMapRef"] for e in container(kind, name)["envFrom"]]
+
+
+# -- OCR: Azure AI Document Intelligence ----------------------------------------------------------
+
+
+def bicep_block(text: str, header: str) -> str:
+    """The top-level declaration whose first line matches `header`, up to its closing brace."""
+    found = re.search(rf"^{header}.*?^\}}$", text, re.M | re.S)
+    assert found, f"no declaration matching {header!r}"
+    return found[0]
+
+
+def bicep_allowed(file: Path, param: str) -> list[str]:
+    found = re.search(rf"@allowed\(\[([^\]]*)\]\)\s*param\s+{param}\b", file.read_text())
+    assert found, f"{file.name} declares no allowed values for {param}"
+    return re.findall(r"'([^']*)'", found[1])
+
+
+def test_the_document_intelligence_account_is_entra_only_and_the_app_may_use_it() -> None:
+    module = (BICEP / "modules" / "documentintelligence.bicep").read_text()
+    openai = (BICEP / "modules" / "openai.bicep").read_text()
+    account = bicep_block(module, r"resource account 'Microsoft\.CognitiveServices/accounts@")
+    api_version = re.compile(r"'Microsoft\.CognitiveServices/accounts@([\d-]+)'")
+    assert api_version.findall(module) == api_version.findall(openai)[:1]
+    assert re.search(r"^\s*kind: 'FormRecognizer'$", account, re.M)
+    assert re.search(r"^\s*name: 'S0'$", account, re.M)
+    assert re.search(r"^\s*disableLocalAuth: true$", account, re.M), "Entra ID only, no keys"
+    assert re.search(r"^\s*customSubDomainName: accountName$", account, re.M), "Entra needs one"
+    # Network and identity as the Azure OpenAI account has them; logs to the same workspace.
+    for key in ("publicNetworkAccess", "defaultAction", "type"):
+        setting = re.compile(rf"^\s*{key}: (.+)$", re.M)
+        assert setting.findall(account) == setting.findall(openai)[:1], key
+    assert "Microsoft.Insights/diagnosticSettings@" in module
+    assert "categoryGroup: 'allLogs'" in module
+    # The app identity (API and workers) is a Cognitive Services User on the account.
+    role = re.search(r"^var (\w+) = 'a97b65f3-24c7-4388-baec-2e87ef14e83b'", module, re.M)
+    assert role, "the Cognitive Services User role id"
+    grant = bicep_block(module, r"resource \w+ 'Microsoft\.Authorization/roleAssignments@")
+    assert re.search(r"^\s*scope: account$", grant, re.M)
+    assert f"roleDefinitions', {role[1]})" in grant
+    assert re.search(r"^\s*principalId: appPrincipalId$", grant, re.M)
+    assert re.search(r"^output endpoint string = account\.properties\.endpoint$", module, re.M)
+
+
+def test_main_bicep_creates_document_intelligence_only_when_ocr_engine_chooses_it() -> None:
+    main_file = BICEP / "main.bicep"
+    main = main_file.read_text()
+    field = Settings.model_fields["ocr_engine"]
+    assert set(bicep_allowed(main_file, "ocrEngine")) == set(get_args(field.annotation))
+    assert bicep_default(main_file, "ocrEngine") == field.default == base_env()["SHEAF_OCR_ENGINE"]
+    assert parameters_file()["ocrEngine"] == field.default
+    module = bicep_block(
+        main, r"module documentIntelligence 'modules/documentintelligence\.bicep' = if \("
+    )
+    condition = re.match(r"[^\n]*= if \((.+?)\) \{$", module, re.M)
+    assert condition
+    condition_text = condition[1]
+    if re.fullmatch(r"\w+", condition_text):  # a var naming the condition
+        defined = re.search(rf"^var {condition_text} = (.+)$", main, re.M)
+        assert defined
+        condition_text = defined[1]
+    assert condition_text.strip() == "ocrEngine == 'azure-document-intelligence'"
+    assert re.search(r"^\s*appPrincipalId: identities\.outputs\.appPrincipalId$", module, re.M)
+    assert re.search(r"^\s*workspaceId: workspace\.id$", module, re.M)
+    assert re.search(
+        r"^output documentIntelligenceEndpoint string = .*documentIntelligence\.outputs\.endpoint",
+        main,
+        re.M,
+    )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda path: path.name)
+def test_the_commented_document_intelligence_switch_is_valid_settings(overlay: Path) -> None:
+    example = dict(
+        re.findall(
+            r"^#\s+(SHEAF_OCR_ENGINE|SHEAF_AZURE_DOCUMENT_INTELLIGENCE_\w+)=(\S+)$",
+            (overlay / "settings.env").read_text(),
+            re.M,
+        )
+    )
+    assert example["SHEAF_OCR_ENGINE"] == "azure-document-intelligence"
+    assert "SHEAF_AZURE_DOCUMENT_INTELLIGENCE_KEY" not in example, "no key: workload identity"
+    settings = Settings.from_env({**overlay_env(overlay), **example})
+    assert settings.ocr_engine == "azure-document-intelligence"
+    assert (
+        settings.azure_document_intelligence_endpoint
+        == example["SHEAF_AZURE_DOCUMENT_INTELLIGENCE_ENDPOINT"]
+    )
+    assert settings.azure_document_intelligence_key is None
+    assert settings.needs_azure_credential
+
+
+def test_every_setting_named_in_the_deploy_files_and_docs_is_real() -> None:
+    files = [p for p in (ROOT / "deploy").rglob("*") if p.is_file()]
+    files += [ROOT / "docs" / "deploy.md"]
+    unknown: dict[str, set[str]] = {}
+    for path in files:
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        for name in set(re.findall(r"\bSHEAF_[A-Z0-9_]*[A-Z0-9]\b", text)) - setting_names():
+            unknown.setdefault(name, set()).add(str(path.relative_to(ROOT)))
+    assert not unknown, f"not settings of sheaf.config.Settings: {unknown}"
+    for name in ("SHEAF_OCR_ENGINE", "SHEAF_AZURE_DOCUMENT_INTELLIGENCE_ENDPOINT"):
+        assert name in (ROOT / "docs" / "deploy.md").read_text(), name
