@@ -356,9 +356,11 @@ def _split_extract_and_chunk(stages: Stages, extract_seconds: float) -> None:
 async def _index(deps: Deps, lease: Lease, stages: Stages, stream: ChunkStream) -> None:
     """Embed the stream's batches and write their chunks, in order, keeping `EMBED_AHEAD`
     batches' embeddings under way: while one batch is written, or one request waits on
-    the server, the next is already in flight. The embedder's own limit on requests in
-    flight still holds across all documents; this only stops a document from idling
-    between batches. At most `EMBED_AHEAD` + 1 batches of the document are held at once.
+    the server, the next is already in flight. The next batch is read (pages extracted
+    and chunked, in a thread) while the current one is written (in the database's thread),
+    so neither waits for the other. The embedder's own limit on requests in flight still
+    holds across all documents; this only stops a document from idling between batches.
+    At most `EMBED_AHEAD` + 1 batches of the document are held at once.
     """
     pending: deque[tuple[Sequence[Chunk], asyncio.Task[list[tuple[float, ...]]]]] = deque()
 
@@ -369,6 +371,7 @@ async def _index(deps: Deps, lease: Lease, stages: Stages, stream: ChunkStream) 
             texts = [chunk.text for chunk in batch]
             pending.append((batch, asyncio.create_task(_embed(deps, lease.collection, texts))))
 
+    reading: asyncio.Task[None] | None = None
     try:
         for _ in range(EMBED_AHEAD):
             await embed_next()
@@ -376,6 +379,7 @@ async def _index(deps: Deps, lease: Lease, stages: Stages, stream: ChunkStream) 
             batch, embedding = pending.popleft()
             async with stages.stage("embed"):
                 vectors = await embedding
+            reading = asyncio.create_task(embed_next())
             async with stages.stage("index"):
                 embedded = [
                     EmbeddedChunk(chunk, vector, deps.embedder.model)
@@ -383,8 +387,12 @@ async def _index(deps: Deps, lease: Lease, stages: Stages, stream: ChunkStream) 
                 ]
                 await deps.store.write_chunks(lease, embedded)
             stages.progress()
-            await embed_next()
+            await reading
+            reading = None
     finally:
+        if reading is not None:  # the write failed: the read under way is not wanted
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
         for _, embedding in pending:
             embedding.cancel()
         await asyncio.gather(*(embedding for _, embedding in pending), return_exceptions=True)

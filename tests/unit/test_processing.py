@@ -162,6 +162,49 @@ async def test_the_next_batch_is_embedding_while_one_is_written() -> None:
     assert sorted(hit.chunk_ordinal for hit in hits) == list(range(done.chunk_count))
 
 
+class PagedExtractor:
+    """Pages of about 150 characters, noting when each is read."""
+
+    def __init__(self, pages: int) -> None:
+        self.pages = pages
+        self.read_at: list[float] = []
+
+    def extract(self, path: object, content_type: str) -> Iterator[Page]:
+        for number in range(1, self.pages + 1):
+            self.read_at.append(time.monotonic())
+            yield Page(number, " ".join(f"alpha{number} beta{n}." for n in range(12)))
+
+
+class TimedWrites:
+    """The fake store, with slow chunk writes whose spans are noted."""
+
+    def __init__(self, inner: Any, seconds: float) -> None:
+        self.inner, self.seconds = inner, seconds
+        self.spans: list[tuple[float, float]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def write_chunks(self, lease: Lease, chunks: Sequence[Any]) -> None:
+        started = time.monotonic()
+        await asyncio.sleep(self.seconds)
+        await self.inner.write_chunks(lease, chunks)
+        self.spans.append((started, time.monotonic()))
+
+
+async def test_the_next_batch_is_read_while_one_is_written() -> None:
+    """Extraction and chunking of batch n+1 run while batch n is written, not after."""
+    extractor = PagedExtractor(pages=20)  # more than the header filter looks ahead
+    deps = make_deps(embed_batch_size=1, chunk_size=100, chunk_overlap=0)
+    store = TimedWrites(deps.store, seconds=0.03)
+    deps = dataclasses.replace(deps, extractor=extractor, store=store)
+    created = await put(deps)
+    assert (await process_document(deps, await claim(deps))).label == "completed"
+    assert (await doc(deps, created.id)).chunk_count >= 6
+    during = [t for t in extractor.read_at if any(a < t < b for a, b in store.spans)]
+    assert len(during) >= 2  # pages after the first batches were read under writes
+
+
 async def test_a_failed_batch_fails_the_attempt_and_leaves_no_embedding_running() -> None:
     deps = make_deps(embed_batch_size=1)
     failing = CountingEmbedder(deps.embedder, delay=0.02, fail=TransientError("down"))
