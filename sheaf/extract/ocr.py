@@ -13,8 +13,8 @@ stdout. Two ways in:
                 as an uncompressed TIFF into an anonymous in-memory file (`memfd`, gone
                 with the last process that holds it, so a killed child leaves nothing)
 
-Not stdin: Tesseract reads stdin a character at a time, which costs more than the decode
-Sheaf saves (an 8 MB page took 0.1-0.2 s longer than the same page read from a file).
+Not stdin: Tesseract reads stdin a character at a time, and a 300-dpi page as an 8 MB
+PGM there took it 0.1-0.2 s more CPU than the same pixels read from a file.
 
 Limits, so OCR stays inside the extraction child's budget (`sheaf.extract.isolated`):
 Tesseract inherits the child's address-space limit; each page has its own time limit; a
