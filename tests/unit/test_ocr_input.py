@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import shutil
+import struct
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,20 @@ def test_a_file_that_fails_a_check_never_reaches_tesseract(
         extract(tmp_path, data, kind, **ocr)
     assert caught.value.code == code
     assert not handed.exists()
+
+
+def test_damage_only_tesseract_finds_is_ocr_failed_quoting_it(tmp_path: Path) -> None:
+    """Every chunk whole and its CRC right, the compressed pixels garbage: the checks
+    before Tesseract pass, and Tesseract's refusal is the named error."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", 200, 100, 8, 0, 0, 0, 0)
+    garbage = b"\x78\x9c" + bytes(range(256)) * 4
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", garbage)
+    with pytest.raises(ExtractionError) as caught:
+        extract(tmp_path, data + chunk(b"IEND", b""), ContentType.PNG)
+    assert caught.value.code == "ocr_failed"
+    assert "(Tesseract: " in caught.value.message
