@@ -7,6 +7,17 @@ bomb check is set to the same limit in case a later frame declares more. Frames 
 counted only up to the OCR page limit, so a TIFF with 10,000 frames (#32) is refused
 with `ocr_page_limit` after walking the first `max_pages` frame headers, without decoding one.
 
+A single-frame PNG (any mode) or a single-frame greyscale or RGB JPEG is not decoded in
+Sheaf at all: once its declared size has passed the limit and the file has been checked
+whole (PNG: every chunk and its CRC, up to IEND; JPEG: a decode at 1/8 scale, which
+reads all the compressed data), Tesseract reads the original file itself (`ocr_file`),
+exactly as `tesseract FILE` run by hand does, colour and alpha included. (Decoding in
+Pillow and handing Tesseract the pixels held 300-dpi pages to ~80 % of its own rate.)
+Everything else (TIFF frames, CMYK JPEGs, animated PNGs) is decoded frame by frame to
+grey pixels, which Tesseract gets uncompressed (`ocr_image`). A truncated file ends as
+`corrupt_image` either way, before Tesseract sees it; a damaged one that passes these
+checks ends as `ocr_failed`, quoting Tesseract.
+
 Error codes: `image_too_large`, `corrupt_image` (truncated, damaged or not decodable),
 and those of `sheaf.extract.ocr` (`ocr_disabled`, `ocr_unavailable`, `timeout`, ...).
 """
@@ -18,14 +29,16 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
 from sheaf.domain.models import Page
 from sheaf.errors import ExtractionError
-from sheaf.extract.ocr import OcrOptions, ocr_image, ocr_refused, too_many_pages
+from sheaf.extract.ocr import OcrOptions, ocr_file, ocr_image, ocr_refused, too_many_pages
 
 _DECODE_FAILURES = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
+_AS_IS = {"PNG": None, "JPEG": frozenset({"L", "RGB"})}  # format: modes (None: any)
 
 
 def extract_image(path: Path, options: OcrOptions) -> Iterator[Page]:
@@ -33,17 +46,21 @@ def extract_image(path: Path, options: OcrOptions) -> Iterator[Page]:
     if not options.enabled:
         raise ocr_refused(1)
     Image.MAX_IMAGE_PIXELS = options.max_image_pixels  # this process only: a child's
-    with _open(path) as image:
+    with path.open("rb") as file, _open(file) as image:
         frames = _count_frames(image, options)
+        if frames == 1 and _readable_as_is(image):
+            _check_whole(image, options)
+            yield Page(1, ocr_file(file.fileno(), options, 1))
+            return
         for number in range(1, frames + 1):
             yield Page(number, ocr_image(_decoded(image, number, options), options, number))
 
 
-def _open(path: Path) -> Image.Image:
+def _open(file: BinaryIO) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(path)
+            return Image.open(file)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _too_large(str(exc)) from exc
     except UnidentifiedImageError as exc:
@@ -66,6 +83,31 @@ def _count_frames(image: Image.Image, options: OcrOptions) -> int:
     except _DECODE_FAILURES as exc:
         raise _corrupt(f"frame {count + 1} is damaged", exc) from exc
     return count
+
+
+def _readable_as_is(image: Image.Image) -> bool:
+    """Whether Tesseract (Leptonica) reads this file as Pillow would: one frame, and a
+    format and mode it decodes itself."""
+    if image.format not in _AS_IS:
+        return False
+    modes = _AS_IS[image.format]
+    return modes is None or image.mode in modes
+
+
+def _check_whole(image: Image.Image, options: OcrOptions) -> None:
+    """The size check, then a cheap read of all the compressed data, without a full
+    decode: a truncated or damaged file is `corrupt_image` before Tesseract opens it."""
+    width, height = image.size
+    if width * height > options.max_image_pixels:
+        raise _too_large(f"it declares {width} x {height} pixels")
+    try:
+        if image.format == "PNG":
+            image.verify()  # walks the chunks to IEND, checking each CRC; no inflating
+        else:
+            image.draft("L", (1, 1))  # JPEG: decodes at 1/8 scale, reading every byte
+            image.load()
+    except _DECODE_FAILURES as exc:
+        raise _corrupt("it is truncated or damaged", exc) from exc
 
 
 def _decoded(image: Image.Image, number: int, options: OcrOptions) -> Image.Image:
