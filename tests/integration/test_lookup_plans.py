@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from sheaf.adapters.sql import open_store, postgres
 from sheaf.adapters.sql.migrate import upgrade
-from sheaf.adapters.sql.store import cache_lookup, duplicate_check
+from sheaf.adapters.sql.store import cache_lookup, duplicate_check, hit_chunks, hit_owners
 from sheaf.domain.chunking import content_hash
 from sheaf.domain.models import Chunk, Completion, EmbeddedChunk
 
@@ -75,6 +75,21 @@ def test_sqlite_seeks_an_index_leading_with_the_key(
         for t in ("chunks", "documents")
         for i in indexes
     ), detail
+
+
+def test_sqlite_search_hits_are_fetched_by_primary_key(sqlite_db: sqlite3.Connection) -> None:
+    """A ranking's chunks and their documents, each looked up by key: the cost of turning
+    50 ranked ids into hits does not grow with the collection."""
+    details = []
+    for query in (hit_chunks(list(range(1, 51))), hit_owners([f"doc-{n}" for n in range(9)])):
+        sql = compiled(query, sqlite.dialect(paramstyle="qmark"))
+        values = [sql.params[name] for name in sql.positiontup or ()]
+        details += [str(row[-1]) for row in sqlite_db.execute(f"EXPLAIN QUERY PLAN {sql}", values)]
+    assert details[0].startswith("SEARCH chunks USING INTEGER PRIMARY KEY (rowid=?)"), details
+    assert details[1].startswith(
+        "SEARCH documents USING INDEX sqlite_autoindex_documents_1 (id=?)"
+    ), details
+    assert len(details) == 2, details
 
 
 def generic_plan(dsn: str, query: Any) -> list[dict[str, Any]]:

@@ -14,7 +14,15 @@ import asyncio
 import functools
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import fields
 from datetime import datetime, timedelta
@@ -900,21 +908,49 @@ def scan_statement(key: tuple[str, str, int]) -> Select[tuple[int, bytes]]:
 
 
 async def _hits(conn: AsyncConnection, ranked: list[tuple[int, float]]) -> list[SearchHit]:
+    """The ranked chunks as hits, in rank order, leaving out any no longer live.
+
+    Two lookups by key (`hit_chunks`, `hit_owners`), not one join: joined, SQLite's planner
+    walked every completed document and probed its chunks (19 ms for 50 hits at 100,000
+    chunks, growing with the collection) instead of fetching 50 chunks by primary key."""
     if not ranked:
         return []
+    rows = {r.id: r for r in await conn.execute(hit_chunks([i for i, _ in ranked]))}
+    owners = {
+        r.id: r for r in await conn.execute(hit_owners({r.document_id for r in rows.values()}))
+    }
+    hits = []
+    for chunk_id, score in ranked:
+        r = rows.get(chunk_id)
+        owner = owners.get(r.document_id) if r is not None else None
+        if (
+            r is None
+            or owner is None
+            or owner.status != Status.COMPLETED
+            or owner.chunks_token != r.lease_token
+        ):
+            continue  # deleted, superseded or not completed: not live (as `_live_chunks`)
+        hits.append(
+            SearchHit(
+                r.document_id, owner.filename, r.ordinal, r.page_start, r.page_end, score, r.text
+            )
+        )
+    return hits
+
+
+def hit_chunks(chunk_ids: Sequence[int]) -> Select[Any]:
+    """The chunks of a ranking, by primary key."""
     c = chunk_table.c
-    query = (
-        select(c.id, c.document_id, documents.c.filename, c.ordinal)
-        .add_columns(c.page_start, c.page_end, c.text)
-        .select_from(_live_chunks())
-        .where(c.id.in_([chunk_id for chunk_id, _ in ranked]))
-    )
-    rows = {row.id: row for row in await conn.execute(query)}
-    return [
-        SearchHit(r.document_id, r.filename, r.ordinal, r.page_start, r.page_end, score, r.text)
-        for chunk_id, score in ranked
-        if (r := rows.get(chunk_id)) is not None
-    ]
+    columns = (c.id, c.document_id, c.lease_token, c.ordinal, c.page_start, c.page_end, c.text)
+    return select(*columns).where(c.id.in_(chunk_ids))
+
+
+def hit_owners(document_ids: Iterable[str]) -> Select[Any]:
+    """These documents, by primary key, with their status and the token of their live
+    chunks (the status is compared by the caller: in the WHERE clause it led SQLite to its
+    status index, every completed document, instead of the key)."""
+    d = documents.c
+    return select(d.id, d.filename, d.status, d.chunks_token).where(d.id.in_(sorted(document_ids)))
 
 
 def _cosine(matrix: npt.NDArray[np.float32], query: npt.NDArray[np.float32]) -> Any:
