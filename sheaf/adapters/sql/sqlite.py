@@ -12,7 +12,8 @@ queue behind writers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from sheaf.adapters.sql.schema import attempts, chunks, documents
 from sheaf.adapters.sql.store import (
+    DEFAULT_SEARCH_CACHE_BYTES,
     LEASE_CLEARED,
     READ_ONLY,
     SqlDocumentStore,
@@ -103,6 +105,23 @@ def _begin(conn: Connection) -> None:
 
 
 class SqliteDocumentStore(SqlDocumentStore):
+    def __init__(
+        self, engine: AsyncEngine, *, search_cache_bytes: int = DEFAULT_SEARCH_CACHE_BYTES
+    ) -> None:
+        super().__init__(engine, search_cache_bytes=search_cache_bytes)
+        self._writer = asyncio.Lock()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction at a time per process, queued here in order.
+
+        SQLite has one writer anyway; without the queue, this process's connections met at
+        `BEGIN IMMEDIATE` and waited in SQLite's busy handler, which sleeps 1, 2, 5, 10 ...
+        up to 100 ms between tries, so a write freed in 1 ms could be taken 50 ms later.
+        Other processes (the API, other workers) still wait in the busy handler."""
+        async with self._writer, super()._write() as conn:
+            yield conn
+
     async def _now(self, conn: AsyncConnection) -> datetime:
         raw = (await conn.execute(_CLOCK)).scalar_one()
         return datetime.fromisoformat(raw).replace(tzinfo=UTC)
