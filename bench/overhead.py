@@ -2,9 +2,12 @@
 
 The bare loop is what one would write by hand in one process: read the file, extract its
 pages, chunk them, embed the chunks with the offline lexical embedder and write them to a
-table, one transaction per document, on the same kind of database. It uses Sheaf's own
-extractor, chunker and embedder with Sheaf's default settings, so the difference is the
-orchestration alone.
+table, one transaction per document, on the same kind of database, with the same keyword
+index Sheaf keeps (migration 0008's statements: FTS5 and its triggers on SQLite, the
+generated `tsvector` and its GIN index on PostgreSQL), so that both end with chunks a
+search can use. It uses Sheaf's own extractor, chunker and embedder with Sheaf's default
+settings, so the difference is the orchestration alone. The same loop without the keyword
+index is printed beside it, for what the index itself costs.
 
 Sheaf runs as `sheaf up --workers N` (the API plus N worker processes, default settings)
 on a fresh database and blob directory. Documents are uploaded over HTTP, four at a time,
@@ -20,6 +23,7 @@ the workers under pyinstrument.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import sqlite3
 import time
@@ -69,6 +73,8 @@ FULL = Plan(pdf_documents=300, tiny_documents=1000, repeats=2)
 # Orchestration, not the model: both sides embed with the hashed lexical embedder (the
 # local model's own throughput is measured by `python -m bench retrieval`).
 LEXICAL = {"SHEAF_EMBEDDER": "lexical"}
+BARE = "bare loop"  # the reference: with the keyword index Sheaf keeps
+BARE_UNINDEXED = "bare loop, no keyword index"
 
 
 @dataclass
@@ -128,8 +134,9 @@ async def _measure_corpus(
 ) -> list[Result]:
     results = []
     for database in databases:
-        attempts = [_bare(ctx, name, files, database) for _ in range(repeats)]
-        results.append(min(attempts, key=lambda r: r.seconds))
+        for keyword_index in (True, False):
+            attempts = [_bare(ctx, name, files, database, keyword_index) for _ in range(repeats)]
+            results.append(min(attempts, key=lambda r: r.seconds))
         for workers in (1, 2):
             runs = [await _sheaf(ctx, name, files, database, workers) for _ in range(repeats)]
             results.append(min(runs, key=lambda r: r.seconds))
@@ -152,12 +159,14 @@ class _SqliteSink:
 
     backend_pid = None
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keyword_index: bool) -> None:
         self.db = sqlite3.connect(path, isolation_level=None)
         for pragma in ("journal_mode = WAL", "synchronous = FULL"):
             self.db.execute(f"PRAGMA {pragma}")
         self.db.execute(_BARE_DOCUMENTS.replace("BIGSERIAL", "INTEGER"))
         self.db.execute(_BARE_CHUNKS.replace("BIGSERIAL", "INTEGER").replace("BYTEA", "BLOB"))
+        for statement in _KEYWORD_INDEX.SQLITE_UP if keyword_index else ():
+            self.db.execute(statement)
 
     def write(self, document: str, rows: list[tuple[Any, ...]]) -> None:
         self.db.execute("BEGIN IMMEDIATE")
@@ -170,11 +179,13 @@ class _SqliteSink:
 
 
 class _PostgresSink:
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, keyword_index: bool) -> None:
         self.db = psycopg.connect(dsn)
         self.backend_pid: int | None = self.db.info.backend_pid
         self.db.execute(_BARE_DOCUMENTS)
         self.db.execute(_BARE_CHUNKS)
+        for statement in _KEYWORD_INDEX.POSTGRES_UP if keyword_index else ():
+            self.db.execute(statement)
         self.db.commit()
 
     def write(self, document: str, rows: list[tuple[Any, ...]]) -> None:
@@ -197,34 +208,51 @@ _INSERT_CHUNK = (
 )
 
 
+def _migration(name: str) -> Any:
+    """A migration module of sql/migrations/versions (not a package: loaded by path)."""
+    path = Path(__file__).resolve().parents[1] / "sql" / "migrations" / "versions" / name
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_KEYWORD_INDEX = _migration("0008_keyword_index.py")
+
+
 @contextlib.contextmanager
-def _sink(ctx: Context, database: str) -> Iterator[_ChunkSink]:
+def _sink(ctx: Context, database: str, keyword_index: bool) -> Iterator[_ChunkSink]:
     if database == "sqlite":
         directory = ctx.workdir / f"bare-{time.monotonic_ns()}"
         directory.mkdir()
-        sink: _ChunkSink = _SqliteSink(directory / "bare.db")
+        sink: _ChunkSink = _SqliteSink(directory / "bare.db", keyword_index)
         try:
             yield sink
         finally:
             sink.close()
         return
     with fresh_database(ctx.postgres_admin_dsn, "bare") as dsn:
-        sink = _PostgresSink(dsn)
+        sink = _PostgresSink(dsn, keyword_index)
         try:
             yield sink
         finally:
             sink.close()
 
 
-def _bare(ctx: Context, corpus: str, files: list[CorpusFile], database: str) -> Result:
-    ctx.progress(f"bare loop, {corpus}, {database}")
+def _bare(
+    ctx: Context, corpus: str, files: list[CorpusFile], database: str, keyword_index: bool = True
+) -> Result:
+    system = BARE if keyword_index else BARE_UNINDEXED
+    ctx.progress(f"{system}, {corpus}, {database}")
     settings = Settings.from_env(LEXICAL)
     extractor = LocalExtractor()
     embedder = LexicalEmbedder(settings.embedding_dimensions)
     latencies = []
     server = CpuMeter()
-    label = f"overhead-bare-{_slug(corpus)}-{database}"
-    with _sink(ctx, database) as sink, ctx.spied(os.getpid(), label):
+    label = f"overhead-{_slug(system)}-{_slug(corpus)}-{database}"
+    with _sink(ctx, database, keyword_index) as sink, ctx.spied(os.getpid(), label):
         backend = {sink.backend_pid: "PostgreSQL"} if sink.backend_pid else {}
         server.start(backend)
         cpu_before = time.process_time()
@@ -245,7 +273,7 @@ def _bare(ctx: Context, corpus: str, files: list[CorpusFile], database: str) -> 
         server.stop(backend)
     cpu.update(server.used)
     pages_total = sum(f.pages for f in files)
-    return Result("bare loop", database, None, len(files), pages_total, seconds, latencies, cpu=cpu)
+    return Result(system, database, None, len(files), pages_total, seconds, latencies, cpu=cpu)
 
 
 def _f32(vector: Sequence[float]) -> bytes:
@@ -383,7 +411,7 @@ def _summarise(
 
 def _report(ctx: Context, corpus: str, files: list[CorpusFile], results: list[Result]) -> None:
     pages = sum(f.pages for f in files)
-    bare = {r.database: r for r in results if r.workers is None}
+    bare = {r.database: r for r in results if r.system == BARE}
     rows = []
     for r in results:
         reference = bare[r.database]
@@ -435,14 +463,14 @@ def _report(ctx: Context, corpus: str, files: list[CorpusFile], results: list[Re
 
 def _report_cpu(ctx: Context, corpus: str, results: list[Result]) -> None:
     """CPU per document: what the work costs, whatever else the machine is doing."""
-    bare = {r.database: r for r in results if r.workers is None}
+    bare = {r.database: r for r in results if r.system == BARE}
     rows = []
     for r in results:
         per_doc = {role: 1000 * seconds / r.documents for role, seconds in r.cpu.items()}
         total = sum(per_doc.values())
         reference = bare[r.database]
         reference_total = 1000 * sum(reference.cpu.values()) / reference.documents
-        name = "bare loop" if r.workers is None else f"Sheaf, {r.workers} worker(s)"
+        name = r.system if r.workers is None else f"Sheaf, {r.workers} worker(s)"
         rows.append(
             [
                 f"{name}, {r.database}",
@@ -471,7 +499,7 @@ def _report_stages(ctx: Context, corpus: str, results: list[Result]) -> None:
     for r in results:
         if r.workers is None:
             rows.append(
-                [f"bare loop, {r.database}", "—", "—", *(["—"] * 5), _ms(median(r.latencies)), "—"]
+                [f"{r.system}, {r.database}", "—", "—", *(["—"] * 5), _ms(median(r.latencies)), "—"]
             )
             continue
         rows.append(
@@ -494,7 +522,7 @@ def _report_stages(ctx: Context, corpus: str, results: list[Result]) -> None:
 
 
 def _report_verdict(ctx: Context, corpus: str, results: list[Result]) -> None:
-    bare = {r.database: r for r in results if r.workers is None}
+    bare = {r.database: r for r in results if r.system == BARE}
     for r in results:
         if r.workers != 1:
             continue
