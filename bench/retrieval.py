@@ -127,11 +127,19 @@ def load_cisi(directory: Path = DATA) -> Collection:
         number: fields.get("W", "")
         for number, fields in _records((directory / "CISI.QRY").read_text(encoding="latin-1"))
     }
+    # Two abstracts appear twice under different numbers (234 = 1440, 1084 = 1447): Sheaf
+    # stores identical content once per collection, so every ranker sees one copy, the
+    # lower number, which inherits the other's relevance judgements.
+    first: dict[str, int] = {}
+    alias: dict[int, int] = {}
+    for number, body in sorted(documents.items()):
+        alias[number] = first.setdefault(body, number)
+    documents = {n: body for n, body in documents.items() if alias[n] == n}
     relevant: dict[int, set[int]] = {}
     for line in (directory / "CISI.REL").read_text().splitlines():
         if line.strip():
             query, document = line.split()[:2]
-            relevant.setdefault(int(query), set()).add(int(document))
+            relevant.setdefault(int(query), set()).add(alias.get(int(document), int(document)))
     return Collection(documents, queries, relevant)
 
 
