@@ -60,6 +60,12 @@ def query_terms(query: str) -> dict[str, int]:
     return {word: min(counts[word], MAX_TERM_WEIGHT) for word in words[:MAX_QUERY_TERMS]}
 
 
+def repeated(terms: Mapping[str, int]) -> list[str]:
+    """Each term as many times as it weighs: for rankers that weigh a word by how often
+    it appears in the query they are given (FTS5's match, PostgreSQL's tsvector)."""
+    return [term for term, weight in terms.items() for _ in range(weight)]
+
+
 K = TypeVar("K", int, tuple[str, int])
 
 

@@ -97,9 +97,7 @@ def _readable_as_is(image: Image.Image) -> bool:
 def _check_whole(image: Image.Image, options: OcrOptions) -> None:
     """The size check, then a cheap read of all the compressed data, without a full
     decode: a truncated or damaged file is `corrupt_image` before Tesseract opens it."""
-    width, height = image.size
-    if width * height > options.max_image_pixels:
-        raise _too_large(f"it declares {width} x {height} pixels")
+    _check_size(image, "it", options)
     try:
         if image.format == "PNG":
             image.verify()  # walks the chunks to IEND, checking each CRC; no inflating
@@ -114,9 +112,7 @@ def _decoded(image: Image.Image, number: int, options: OcrOptions) -> Image.Imag
     """Frame `number` decoded to pixels, after its declared size passed the limit."""
     try:
         image.seek(number - 1)
-        width, height = image.size
-        if width * height > options.max_image_pixels:
-            raise _too_large(f"frame {number} declares {width} x {height} pixels")
+        _check_size(image, f"frame {number}", options)
         image.load()
         return image.convert("L")
     except ExtractionError:
@@ -125,6 +121,13 @@ def _decoded(image: Image.Image, number: int, options: OcrOptions) -> Image.Imag
         raise _too_large(str(exc)) from exc
     except _DECODE_FAILURES as exc:
         raise _corrupt(f"frame {number} is truncated or damaged", exc) from exc
+
+
+def _check_size(image: Image.Image, what: str, options: OcrOptions) -> None:
+    """Refuse the current frame if the size it declares is over the limit (nothing decoded)."""
+    width, height = image.size
+    if width * height > options.max_image_pixels:
+        raise _too_large(f"{what} declares {width} x {height} pixels")
 
 
 def _too_large(why: str) -> ExtractionError:

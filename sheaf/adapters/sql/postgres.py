@@ -45,7 +45,7 @@ from sheaf.domain.models import (
     SearchFilter,
     Status,
 )
-from sheaf.domain.search import BM25_B, BM25_K1
+from sheaf.domain.search import BM25_B, BM25_K1, repeated
 from sheaf.errors import LeaseLost
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ class PostgresDocumentStore(SqlDocumentStore):
         """Every live match scored in `_KEYWORD`; the filters then choose among them."""
         scored = (
             text(_KEYWORD)
-            .bindparams(query=_repeated(terms), collection=collection)
+            .bindparams(query=" ".join(repeated(terms)), collection=collection)
             .columns(id=Integer, score=Float)
             .subquery("scored")
         )
@@ -342,8 +342,3 @@ def _dispatch(row: asyncpg.Record) -> Dispatch:
         status=Status(row["status"]),
         not_before=row["not_before"],
     )
-
-
-def _repeated(terms: Mapping[str, int]) -> str:
-    """The query's words, each as many times as it weighs, for `_KEYWORD`'s tsvector."""
-    return " ".join(term for term, weight in terms.items() for _ in range(weight))

@@ -68,6 +68,7 @@ from sheaf.domain.models import (
     SearchFilter,
     Status,
 )
+from sheaf.domain.search import repeated
 
 WATCH_SECONDS = 0.05  # how often an idle worker looks for commits (`watch_queue`)
 BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another process's write lock
@@ -166,9 +167,7 @@ class SqliteDocumentStore(SqlDocumentStore):
         """
         chunk = chunks.c
         terms = await _informative(conn, terms)
-        match = " OR ".join(  # \w+ words: no quotes inside
-            f'"{term}"' for term, weight in terms.items() for _ in range(weight)
-        )
+        match = " OR ".join(f'"{term}"' for term in repeated(terms))  # \w+: no quotes inside
         query = (
             select(chunk.id, (-_BM25).label("score"))
             .select_from(_FTS.join(live_chunks(), chunk.id == _FTS.c.rowid))
