@@ -78,8 +78,8 @@ def say(answer: dict[str, Any]) -> None:
 class BusProcess:
     """The harness's handle on `python -m tests.chaos.bus`; commands are serialised."""
 
-    def __init__(self, root: Path, log: IO[bytes], lock_duration: float) -> None:
-        command = [sys.executable, "-m", "tests.chaos.bus", "--port", "0"]
+    def __init__(self, root: Path, log: IO[bytes], lock_duration: float, port: int = 0) -> None:
+        command = [sys.executable, "-m", "tests.chaos.bus", "--port", str(port)]
         command += ["--lock-duration", str(lock_duration)]
         self.proc = subprocess.Popen(
             command, cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log

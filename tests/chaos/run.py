@@ -126,15 +126,14 @@ class Fleet:
     own `SHEAF_WORKER_METRICS_PORT` (kept across restarts), where `/healthz` is probed.
     """
 
-    def __init__(self, env: dict[str, str], logs: Path, workers: int, api_port: int) -> None:
+    def __init__(self, env: dict[str, str], logs: Path, api_port: int, ports: list[int]) -> None:
         self.env = env
         self.logs = logs
         self.api = self._start("api", ["api"], {})
         self.api_life = Life("api", f"http://127.0.0.1:{api_port}")
-        ports = [free_port() for _ in range(workers)]
         self.lives = [Life(f"worker-{n}", f"http://127.0.0.1:{p}") for n, p in enumerate(ports)]
         self.ports = ports
-        self.workers = [self._start_worker(n) for n in range(workers)]
+        self.workers = [self._start_worker(n) for n in range(len(ports))]
 
     def worker_id(self, n: int) -> str:
         return f"chaos-{n}-{self.lives[n].generation}"
@@ -361,7 +360,7 @@ async def settle(base: str, args: argparse.Namespace, report: Report) -> None:
 
 async def run(args: argparse.Namespace, url: str, dsn: str, workdir: Path) -> Report:
     report = Report(documents=args.documents, bus=args.bus)
-    port = free_port()
+    port, bus_port, *worker_ports = free_ports(2 + args.workers)
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHEAF_")}
     env.update(TIMERS)
@@ -377,7 +376,7 @@ async def run(args: argparse.Namespace, url: str, dsn: str, workdir: Path) -> Re
         bus = None
         if args.bus == "servicebus":
             log = stack.enter_context((workdir / "servicebus.log").open("ab"))
-            bus = BusProcess(ROOT, log, args.bus_lock_seconds)
+            bus = BusProcess(ROOT, log, args.bus_lock_seconds, bus_port)
             stack.callback(bus.close)
             env.update(BUS_TIMERS)
             env.update(
@@ -385,7 +384,7 @@ async def run(args: argparse.Namespace, url: str, dsn: str, workdir: Path) -> Re
                 SHEAF_SERVICEBUS_CONNECTION_STRING=bus.connection_string,
                 SHEAF_SERVICEBUS_QUEUE=bus.queue,
             )
-        fleet = Fleet(env, workdir, args.workers, port)
+        fleet = Fleet(env, workdir, port, worker_ports)
         stack.callback(fleet.stop)
         await under_chaos(fleet, bus, base, args, dsn, report)
         fleet.stop()
@@ -490,10 +489,30 @@ async def wait_ready(base: str, timeout: float = 60) -> None:
     raise RuntimeError(f"the API at {base} did not become ready")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int, low: int = 20000, high: int = 32768) -> list[int]:
+    """`count` distinct free ports, below the kernel's ephemeral range (32768 and up here).
+
+    All are held open until every one is chosen: asking the kernel for port 0 once per
+    port can give the same port twice, and two workers on one metrics port kept killing
+    each other (exit 1, "address in use"). Ports outside the ephemeral range also stay free
+    while a killed worker restarts: an outgoing connection cannot take one meanwhile.
+    """
+    held: list[socket.socket] = []
+    try:
+        for port in random.sample(range(low, high), high - low):
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            held.append(sock)
+            if len(held) == count:
+                return [int(s.getsockname()[1]) for s in held]
+        raise RuntimeError(f"fewer than {count} free ports in {low}-{high}")
+    finally:
+        for sock in held:
+            sock.close()
 
 
 @contextlib.contextmanager
