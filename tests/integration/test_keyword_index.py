@@ -12,9 +12,11 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -22,6 +24,7 @@ import sqlalchemy as sa
 from sheaf.adapters.sql import open_store
 from sheaf.adapters.sql.store import scan_keyword_ranking
 from sheaf.domain.models import Document, ErrorInfo, ReleaseOutcome
+from sheaf.domain.search import query_terms
 from sheaf.ports import DocumentStore
 from tests.integration.conftest import NewDocumentFactory
 from tests.integration.test_store_contract import (
@@ -130,3 +133,71 @@ async def test_sqlite_leaves_words_in_half_the_chunks_out_of_the_match(
         assert len(await store.keyword_search("docs", "the zebra", 10)) == 0
     finally:
         await store.close()
+
+
+async def test_sqlite_pruned_keyword_ranking_is_the_plain_match_ranking(
+    sqlite_template: Path, tmp_path: Path, new_document: NewDocumentFactory
+) -> None:
+    """MaxScore (`SqliteDocumentStore._keyword_ranking`) skips chunks that cannot reach the
+    top k; what it returns must be what one match of every term, ranked by `bm25()`,
+    returns: the same chunks in the same order, with the same scores."""
+    path = tmp_path / "sheaf.db"
+    shutil.copyfile(sqlite_template, path)
+    rng = random.Random(5)
+    vocabulary = [f"w{chr(97 + n // 26)}{chr(97 + n % 26)}" for n in range(120)]  # waa, wab, …
+    zipf = [1 / (rank + 1) for rank in range(len(vocabulary))]
+    bodies = [" ".join(rng.choices(vocabulary, zipf, k=rng.randint(3, 40))) for _ in range(600)]
+    store = await open_store(f"sqlite+aiosqlite:///{path}")
+    searched: list[str] = []
+    plain = store._bm25  # type: ignore[attr-defined]
+
+    async def spied(conn: Any, collection: str, match: str, k: int, filters: Any, **kw: Any) -> Any:
+        searched.append(match)
+        return await plain(conn, collection, match, k, filters, **kw)
+
+    store._bm25 = spied  # type: ignore[attr-defined]
+    try:
+        for start in range(0, len(bodies), 100):
+            document, _ = await store.create_document(new_document())
+            await completed(store, document, *texts(*bodies[start : start + 100]))
+        stale, _ = await store.create_document(new_document())  # staged chunks: not live
+        await store.write_chunks(await lease_of(store, stale), texts(*bodies[:50]))
+        engine = sa.create_engine(f"sqlite:///{path}")
+
+        def held(word: str) -> int:
+            with engine.connect() as conn:
+                sql = "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH :m"
+                return int(conn.execute(sa.text(sql), {"m": f'"{word}"'}).scalar_one())
+
+        # Words in under half the chunks (`_informative` leaves the others out), common and rare.
+        usable = [w for w in vocabulary if held(w) * 2 < len(bodies) + 50]
+        queries = [" ".join(rng.sample(usable, rng.randint(2, 4))) for _ in range(40)]
+        queries += [f"{usable[0]} {usable[0]} {usable[-1]}", f"{usable[1]} {usable[40]}"]
+        pruned = 0
+        for query in queries:
+            for k in (1, 5, 50):
+                searched.clear()
+                hits = await store.keyword_search("docs", query, k)
+                terms = query_terms(query)
+                match = " OR ".join(f'"{t}"' for t in terms for _ in range(terms[t]))
+                with engine.connect() as conn:
+                    expected = conn.execute(_PLAIN_MATCH, {"match": match, "k": k}).all()
+                assert [(h.chunk_ordinal, h.document_id) for h in hits] == [
+                    (row.ordinal, row.document_id) for row in expected
+                ], (query, k)
+                assert [h.score for h in hits] == pytest.approx([row.score for row in expected])
+                pruned += match not in searched  # never ran the plain match
+        engine.dispose()
+    finally:
+        await store.close()
+    assert pruned >= len(queries)  # the test saw pruning, not only the plain match
+
+
+_PLAIN_MATCH = sa.text(
+    "SELECT c.document_id, c.ordinal, -bm25(chunks_fts) AS score FROM chunks_fts "
+    "JOIN chunks AS c ON c.id = chunks_fts.rowid "
+    "JOIN documents AS d ON d.id = c.document_id AND d.status = 'completed' "
+    "AND d.chunks_token = c.lease_token "
+    "WHERE chunks_fts MATCH :match AND c.collection = 'docs' "
+    "ORDER BY bm25(chunks_fts), c.id LIMIT :k"
+)

@@ -12,6 +12,8 @@ queue behind writers.
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -82,6 +84,9 @@ _CLOCK = text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
 # The FTS5 table of migration 0008: external content over `chunks`, kept by triggers.
 _FTS = table("chunks_fts", column("rowid", Integer))
 _BM25 = literal_column("bm25(chunks_fts)", Float)  # FTS5's BM25: lower (more negative) is better
+FTS5_K1 = 1.2  # bm25()'s defaults, as FTS5 sets them
+FTS5_IDF_FLOOR = 1e-6
+BOUND_SLACK = 1e-9  # a bound rounded down must never prune a chunk that could rank
 
 
 def create_sqlite_engine(url: URL, pool_size: int) -> AsyncEngine:
@@ -164,10 +169,57 @@ class SqliteDocumentStore(SqlDocumentStore):
         go. They change scores slightly, never which chunks are found (but see
         `_informative`). `bm25()` sums over the phrases of the match, so a word the query
         says twice is OR-ed in twice and weighs twice (`query_terms`).
+
+        FTS5 scores every chunk its match finds, so a common word would have it score a
+        large part of the collection. MaxScore avoids most of that (Turtle and Flood,
+        1995), with each term's most possible contribution (`_bound`):
+        - when every term is common, the chunks holding all of them are ranked first; if
+          the k-th of them beats the most a chunk missing a term could score, that is all;
+        - else the chunks holding one of the rarest terms (enough of them to fill the top
+          k) are ranked, scored by every term; if the k-th beats the most the other terms
+          could add up to, that is all;
+        - else the chunks holding only the other terms are ranked apart and the two
+          rankings merged.
+        The ranking is the one the plain match of every term gives (a test compares them).
         """
+        if len(terms) < 2:
+            return await self._bm25(conn, collection, _any(terms), k, filters)
+        total, holding = await _statistics(conn, terms)
+        terms = _informative(terms, total, holding)
+        bounds = {term: _bound(total, holding[term], weight) for term, weight in terms.items()}
+        rank = functools.partial(self._bm25, conn, collection, k=k, filters=filters)
+        if len(terms) > 1 and min(holding[term] for term in terms) >= k:
+            found = await rank(" AND ".join(f'"{term}"' for term in repeated(terms)))
+            if _beats(found, k, sum(bounds.values()) - min(bounds.values())):
+                return found
+        rarest_first = sorted(terms, key=lambda term: -bounds[term])
+        cut = next(
+            (n for n in range(1, len(terms)) if sum(holding[t] for t in rarest_first[:n]) >= k),
+            None,
+        )
+        if cut is None:
+            return await rank(_any(terms))
+        essential = {term: terms[term] for term in rarest_first[:cut]}
+        rest = {term: terms[term] for term in rarest_first[cut:]}
+        found = await rank(_essential_match(terms, essential), halved=True)
+        if _beats(found, k, sum(bounds[term] for term in rest)):
+            return found
+        found += await rank(f"({_any(rest)}) NOT ({_any(essential)})")  # essential: tf 0
+        return sorted(found, key=lambda pair: (-pair[1], pair[0]))[:k]
+
+    async def _bm25(
+        self,
+        conn: AsyncConnection,
+        collection: str,
+        match: str,
+        k: int,
+        filters: SearchFilter | None,
+        *,
+        halved: bool = False,
+    ) -> list[tuple[int, float]]:
+        """The k live chunks of the collection that `match` finds, best `bm25()` first;
+        `halved` for a match that names every phrase twice (`_essential_match`)."""
         chunk = chunks.c
-        terms = await _informative(conn, terms)
-        match = " OR ".join(f'"{term}"' for term in repeated(terms))  # \w+: no quotes inside
         query = (
             select(chunk.id, (-_BM25).label("score"))
             .select_from(_FTS.join(live_chunks(), chunk.id == _FTS.c.rowid))
@@ -179,7 +231,8 @@ class SqliteDocumentStore(SqlDocumentStore):
         allowed = filter_clause(filters)
         if allowed is not None:
             query = query.where(allowed)
-        return [(row.id, float(row.score)) for row in await conn.execute(query)]
+        share = 0.5 if halved else 1.0
+        return [(row.id, share * float(row.score)) for row in await conn.execute(query)]
 
     @shielded
     async def acquire_document_lease(
@@ -305,7 +358,23 @@ class SqliteDocumentStore(SqlDocumentStore):
         ]
 
 
-async def _informative(conn: AsyncConnection, terms: Mapping[str, int]) -> Mapping[str, int]:
+async def _statistics(
+    conn: AsyncConnection, terms: Mapping[str, int]
+) -> tuple[int, dict[str, int]]:
+    """FTS5's own statistics for `bm25()`: the rows of the index, and how many hold each
+    term. Each count reads only the index's document list of one term, not the chunks."""
+    counts = ", ".join(
+        f"(SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH :t{n})" for n in range(len(terms))
+    )
+    statement = text(f"SELECT (SELECT count(*) FROM chunks_fts_docsize), {counts}")
+    phrases = {f"t{n}": f'"{term}"' for n, term in enumerate(terms)}
+    found = (await conn.execute(statement, phrases)).one()
+    return int(found[0]), {term: int(count) for term, count in zip(terms, found[1:], strict=True)}
+
+
+def _informative(
+    terms: Mapping[str, int], total: int, holding: Mapping[str, int]
+) -> Mapping[str, int]:
     """The terms without those in half the indexed chunks or more, unless all are such.
 
     FTS5's BM25 gives a term in at least half the rows an inverse document frequency of
@@ -313,24 +382,35 @@ async def _informative(conn: AsyncConnection, terms: Mapping[str, int]) -> Mappi
     keeps them) changes no score, yet OR-ing it into the match makes FTS5 score every
     chunk that holds it, which is nearly all of them. Leaving it out changes no ranking
     among the chunks that hold another term; it only stops chunks that hold nothing but
-    such terms from being found, and a query of such terms alone still finds them. Each
-    count reads only the index's document list of one term, not the chunks.
+    such terms from being found, and a query of such terms alone still finds them.
     """
-    if len(terms) < 2:
-        return terms
-    counts = ", ".join(
-        f"(SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH :t{n})" for n in range(len(terms))
-    )
-    statement = text(f"SELECT (SELECT count(*) FROM chunks_fts_docsize), {counts}")
-    phrases = {f"t{n}": f'"{term}"' for n, term in enumerate(terms)}
-    found = (await conn.execute(statement, phrases)).one()
-    total, holding = found[0], found[1:]
-    informative = {
-        term: weight
-        for (term, weight), count in zip(terms.items(), holding, strict=True)
-        if 2 * count < total
-    }
+    informative = {term: weight for term, weight in terms.items() if 2 * holding[term] < total}
     return informative or terms
+
+
+def _bound(total: int, holding: int, weight: int) -> float:
+    """The most a term can add to a chunk's `bm25()`: FTS5's idf (floored at 1e-6, as
+    FTS5 does) times k1 + 1, the limit of its term-frequency factor, per repetition."""
+    idf = math.log((total - holding + 0.5) / (holding + 0.5))
+    return weight * max(idf, FTS5_IDF_FLOOR) * (FTS5_K1 + 1) * (1 + BOUND_SLACK)
+
+
+def _essential_match(terms: Mapping[str, int], essential: Mapping[str, int]) -> str:
+    """A match that finds the chunks holding an `essential` term and scores every term:
+    `(e OR …) AND (e OR … OR r OR r …)`. `bm25()` sums over every phrase of the match,
+    so the essential ones, named in both halves, count twice; naming the rest twice as
+    well makes every score exactly double the whole match's."""
+    second = {term: weight * (1 if term in essential else 2) for term, weight in terms.items()}
+    return f"({_any(essential)}) AND ({_any(second)})"
+
+
+def _beats(found: Sequence[tuple[int, float]], k: int, bound: float) -> bool:
+    """Whether `found` fills the top k and its k-th score beats `bound`."""
+    return len(found) == k and found[-1][1] > bound
+
+
+def _any(terms: Mapping[str, int]) -> str:
+    return " OR ".join(f'"{term}"' for term in repeated(terms))  # \w+: no quotes inside
 
 
 def _ready(now: datetime) -> ColumnElement[bool]:
