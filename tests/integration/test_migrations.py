@@ -324,3 +324,23 @@ def test_sqlite_0007_downgrades_and_upgrades_again(tmp_path: Path) -> None:
     assert "ix_chunks_content" not in indexes
     upgrade(url)
     assert read_schema(sync_url) == expected("sqlite")
+
+
+TEXT_SEARCH_STORAGE = (
+    "SELECT attstorage::text FROM pg_attribute "
+    "WHERE attrelid = 'chunks'::regclass AND attname = 'text_search'"
+)
+
+
+def test_postgres_0011_keeps_text_search_in_the_row_and_downgrades(fresh_postgres: str) -> None:
+    """`m` (MAIN): compressed in the row; `x` (EXTENDED, the default) let it go out of line."""
+    url = fresh_postgres.replace("postgresql://", "postgresql+asyncpg://", 1)
+    sync_url = fresh_postgres.replace("postgresql://", "postgresql+psycopg2://", 1)
+    upgrade(url, to="0010")
+    assert dump(sync_url, TEXT_SEARCH_STORAGE) == [("x",)]
+    upgrade(url)
+    assert dump(sync_url, TEXT_SEARCH_STORAGE) == [("m",)]
+    config = alembic_config()
+    config.attributes["database_url"] = url
+    command.downgrade(config, "0010")
+    assert dump(sync_url, TEXT_SEARCH_STORAGE) == [("x",)]
