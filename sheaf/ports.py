@@ -8,18 +8,20 @@ same contract tests as the real adapters.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from sheaf.domain.keys import ApiKey, NewApiKey, StoredKey
 from sheaf.domain.models import (
     AcquireResult,
     Activity,
     Chunk,
+    ChunkBatch,
+    Chunking,
     Cleanup,
     Completion,
     Dispatch,
@@ -357,6 +359,18 @@ class Extractor(Protocol):
         never will be read. A caller that stops early calls the iterator's `close()`, if
         it has one, from one thread at a time."""
         ...
+
+
+@runtime_checkable
+class ChunkingExtractor(Extractor, Protocol):
+    """An extractor that can also chunk where it reads: what
+    `DocumentChunks(self.extract(path, content_type), chunking, on_page).batches()` gives,
+    made beside the parser (an extraction child), so that chunking runs in parallel with
+    the worker's embedding and writing instead of taking its time."""
+
+    def extract_chunks(
+        self, path: Path, content_type: str, chunking: Chunking, on_page: Callable[[], None]
+    ) -> Iterator[ChunkBatch]: ...
 
 
 class Embedder(Protocol):

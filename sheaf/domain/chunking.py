@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import NamedTuple
 
-from sheaf.domain.models import Chunk, Page
+from sheaf.domain.boilerplate import strip_repeated_edges
+from sheaf.domain.models import Chunk, ChunkBatch, Chunking, Page
+from sheaf.errors import PermanentError
 
 # Words only: a pattern that also captured the gap before each word would backtrack over
 # a long whitespace run once per position (quadratic on a file that ends in blank space).
@@ -67,6 +70,62 @@ def iter_chunks(pages: Iterable[Page], size: int, overlap: int) -> Iterator[Chun
         if not words.has(end):
             return
         words.drop(end if page_break else _overlap_start(words, end, overlap))
+
+
+class DocumentChunks:
+    """A document's chunks, in batches, made from its pages as they are read.
+
+    Running headers and footers leave the pages first (`strip_repeated_edges`); pages are
+    counted against `chunking.max_pages` as they arrive (`too_many_pages` as soon as one
+    too many is read), and `on_page` is called for every page or piece read. The time
+    spent waiting for pages is kept apart from the rest (chunking). The same code runs in
+    the worker and in an extraction child (`IsolatedExtractor.extract_chunks`).
+    """
+
+    def __init__(
+        self, pages: Iterable[Page], chunking: Chunking, on_page: Callable[[], None] | None = None
+    ) -> None:
+        self._pages = iter(pages)
+        self._chunking = chunking
+        self._on_page = on_page
+        self.pages = 0
+        self.extract_seconds = 0.0
+
+    def batches(self) -> Iterator[ChunkBatch]:
+        """Closing this iterator early (or an error) closes the pages' source too, so an
+        isolated child stops parsing a document nobody reads."""
+        chunking = self._chunking
+        chunks = iter_chunks(strip_repeated_edges(self._counted()), chunking.size, chunking.overlap)
+        try:
+            while batch := list(islice(chunks, chunking.batch)):
+                yield ChunkBatch(batch, self.pages, self.extract_seconds)
+        finally:
+            close: Callable[[], object] | None = getattr(self._pages, "close", None)
+            if close is not None:
+                close()
+
+    def _counted(self) -> Iterator[Page]:
+        number = None
+        limit = self._chunking.max_pages
+        while True:
+            started = time.perf_counter()
+            page = next(self._pages, None)
+            self.extract_seconds += time.perf_counter() - started
+            if page is None:
+                return
+            if self._on_page is not None:
+                self._on_page()
+            if page.number != number:  # a new page, not another piece of the same one
+                number = page.number
+                self.pages += 1
+                if self.pages > limit:
+                    raise PermanentError(
+                        f"the document has more than {limit} pages "
+                        "(SHEAF_DOCUMENT_MAX_PAGES); split it into smaller files, or raise "
+                        "the limit",
+                        code="too_many_pages",
+                    )
+            yield page
 
 
 class _Window:

@@ -231,6 +231,27 @@ class Chunk:
 
 
 @dataclass(frozen=True, slots=True)
+class Chunking:
+    """How a document becomes chunks (`sheaf.domain.chunking.DocumentChunks`): chunk size
+    and overlap in characters, chunks per batch, and the most pages a document may have."""
+
+    size: int
+    overlap: int
+    batch: int
+    max_pages: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkBatch:
+    """The next chunks of a document, with the pages read so far and the seconds spent
+    waiting on the parser so far (the rest of the reading time is chunking)."""
+
+    chunks: list[Chunk]
+    pages: int
+    extract_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class EmbeddedChunk:
     chunk: Chunk
     vector: tuple[float, ...]

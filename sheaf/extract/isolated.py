@@ -41,13 +41,14 @@ import signal
 import threading
 import traceback
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext
 from pathlib import Path
 from typing import Any
 
-from sheaf.domain.models import Page
+from sheaf.domain.chunking import DocumentChunks
+from sheaf.domain.models import Chunk, ChunkBatch, Chunking, Page
 from sheaf.errors import ExtractionError, PermanentError, SheafError, TransientError
 from sheaf.extract import LocalExtractor
 from sheaf.ports import Extractor
@@ -64,6 +65,9 @@ worker never holds more than a piece of any page, however large the page."""
 _EXIT_MEMORY = 86  # the child's exit status after a MemoryError it could not report
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}  # sent by people, not parsers
 _READY = "ready"
+_PAGE, _PAGE_READ, _CHUNKS = "page", "read", "chunks"  # what a child streams to its parent
+_STREAMED = {_PAGE, _PAGE_READ, _CHUNKS}
+_Request = tuple[str, str, int, "Chunking | None"]  # path, content type, piece size, chunking
 
 
 class IsolatedExtractor:
@@ -104,19 +108,48 @@ class IsolatedExtractor:
         the child (it would go on parsing a document nobody reads); the next call starts
         a fresh one.
         """
+        replies = self._exchange((str(path), content_type, self.piece_chars, None))
+        try:
+            for _, number, text in replies:
+                yield Page(number, text)
+        finally:
+            replies.close()
+
+    def extract_chunks(
+        self, path: Path, content_type: str, chunking: Chunking, on_page: Callable[[], None]
+    ) -> Iterator[ChunkBatch]:
+        """The document's chunks, made in the child as it reads the pages
+        (`DocumentChunks`), so chunking runs beside the worker, not in it; otherwise as
+        `extract`. The child reports every page (or piece) it reads, which calls `on_page`
+        here and restarts the time limit, so a page that makes no chunk still counts as
+        progress and a slow page is stopped as before."""
+        replies = self._exchange((str(path), content_type, self.piece_chars, chunking))
+        try:
+            for reply in replies:
+                if reply[0] == _PAGE_READ:
+                    on_page()
+                else:
+                    _, chunks, pages, extract_seconds = reply
+                    yield ChunkBatch([Chunk(*c) for c in chunks], pages, extract_seconds)
+        finally:
+            replies.close()
+
+    def _exchange(self, request: _Request) -> Generator[tuple[Any, ...], None, None]:
+        """Send `request` to a free child and yield its replies until it says it is done;
+        see `extract` for the limits and what closing early does."""
         with self._slots:
             child = None
             finished = False
             try:
                 child = self._checkout()
-                child.send((str(path), content_type, self.piece_chars))
+                child.send(request)
                 while True:
                     reply = child.receive(self.timeout_seconds)
-                    if reply[0] != "page":
+                    if reply[0] not in _STREAMED:
                         finished = True  # the child finished the request: it is reusable
                         _raise_unless_done(reply)
                         break
-                    yield Page(reply[1], reply[2])
+                    yield reply
             except GeneratorExit:
                 if child is not None and not finished:
                     self._retire(child)
@@ -239,7 +272,7 @@ class _Child:
     def alive(self) -> bool:
         return self._process.is_alive()
 
-    def send(self, request: tuple[str, str, int]) -> None:
+    def send(self, request: _Request) -> None:
         try:
             self._conn.send(request)
         except (EOFError, OSError):
@@ -332,11 +365,15 @@ def _serve(conn: Connection, lifeline: Connection, extractor: Extractor, memory_
         return
     while True:
         try:
-            path, content_type, piece_chars = conn.recv()
+            path, content_type, piece_chars, chunking = conn.recv()
         except (EOFError, OSError):
             return
+        if chunking is None:
+            messages = _pages(extractor, Path(path), content_type, piece_chars)
+        else:
+            messages = _chunks(conn, extractor, Path(path), content_type, chunking)
         try:
-            sent = _stream(conn, extractor, Path(path), content_type, piece_chars)
+            sent = _stream(conn, messages)
         except MemoryError:
             os._exit(_EXIT_MEMORY)
         if not sent:
@@ -356,18 +393,16 @@ def _reply(conn: Connection, message: object) -> bool:
     return True
 
 
-def _stream(
-    conn: Connection, extractor: Extractor, path: Path, content_type: str, piece_chars: int
-) -> bool:
-    """Send each page as it is read, in pieces of at most `piece_chars` characters, then
-    how it ended. Sending blocks while the parent has not read the previous message, so
-    the child is never more than a page ahead. False when the parent is gone."""
+def _stream(conn: Connection, messages: Iterator[tuple[Any, ...]]) -> bool:
+    """Send each message as it is made, then how it ended. Sending blocks while the parent
+    has not read the previous message, so the child is never more than a message ahead.
+    False when the parent is gone."""
     try:
-        for page in extractor.extract(path, content_type):
-            for start in range(0, max(len(page.text), 1), piece_chars):
-                piece = page.text[start : start + piece_chars]
-                if not _reply(conn, ("page", page.number, piece)):
-                    return False
+        for message in messages:
+            if not _reply(conn, message):
+                return False
+    except _ParentGone:
+        return False
     except MemoryError:
         raise
     except PermanentError as exc:
@@ -375,6 +410,35 @@ def _stream(
     except Exception:
         return _reply(conn, ("failed", traceback.format_exc(limit=20)))
     return _reply(conn, ("done",))
+
+
+def _pages(
+    extractor: Extractor, path: Path, content_type: str, piece_chars: int
+) -> Iterator[tuple[Any, ...]]:
+    """Each page, in pieces of at most `piece_chars` characters."""
+    for page in extractor.extract(path, content_type):
+        for start in range(0, max(len(page.text), 1), piece_chars):
+            yield (_PAGE, page.number, page.text[start : start + piece_chars])
+
+
+def _chunks(
+    conn: Connection, extractor: Extractor, path: Path, content_type: str, chunking: Chunking
+) -> Iterator[tuple[Any, ...]]:
+    """The document's chunk batches (chunks as plain tuples: cheaper to pickle), each page
+    read reported at once, however long it takes to make a chunk of it."""
+
+    def read() -> None:
+        if not _reply(conn, (_PAGE_READ,)):
+            raise _ParentGone
+
+    pages = extractor.extract(path, content_type)
+    for batch in DocumentChunks(pages, chunking, read).batches():
+        chunks = [(c.ordinal, c.text, c.page_start, c.page_end) for c in batch.chunks]
+        yield (_CHUNKS, chunks, batch.pages, batch.extract_seconds)
+
+
+class _ParentGone(Exception):
+    """The parent stopped listening while the child reported a page."""
 
 
 def _exit_with_parent(lifeline: Connection) -> None:

@@ -45,7 +45,7 @@ from sheaf.domain.models import (
 from sheaf.domain.retry import retry_delay
 from sheaf.errors import BlobNotFound, LeaseLost, PermanentError, SheafError, TransientError
 from sheaf.services.deps import Deps
-from sheaf.services.streaming import ChunkStream
+from sheaf.services.streaming import ChunkStream, chunk_batches
 
 log = logging.getLogger(__name__)
 
@@ -310,9 +310,9 @@ async def _pipeline(deps: Deps, lease: Lease, stages: Stages) -> Completion:
         _check_size(path, settings.document_max_bytes)
         # Extraction, chunking, embedding and writing run interleaved, a batch at a time:
         # the document is never in memory whole (sheaf.services.streaming).
-        pages = deps.extractor.extract(path, lease.content_type)
+        batches = chunk_batches(deps.extractor, path, lease.content_type, settings, stages.progress)
         stages.awaiting_extraction()
-        stream = ChunkStream(pages, settings, settings.embed_batch_size, stages.progress)
+        stream = ChunkStream(batches, settings)
         try:
             await _index(deps, lease, stages, stream)
         finally:
@@ -344,8 +344,11 @@ def _check_size(path: Path, limit: int) -> None:
 
 
 def _split_extract_and_chunk(stages: Stages, extract_seconds: float) -> None:
-    """Reading pages and chunking them run interleaved, timed together as `extract`;
-    the stream knows how long it waited on the extractor. Record both, once."""
+    """Reading pages and chunking them run interleaved (in the extraction child, or in the
+    worker's reading thread), timed together as `extract` while the worker waits for a
+    batch; the stream knows how long the parser took. Record both, once. With the child
+    chunking ahead of the worker, the wait can be shorter than the parser's time: then
+    `chunk` is 0 and `extract` is the parser's own seconds."""
     together = stages.seconds.get("extract", 0.0)
     stages.seconds["extract"] = extract_seconds
     stages.seconds["chunk"] = max(0.0, together - extract_seconds)

@@ -1,11 +1,14 @@
 """A document's chunks as a stream of bounded batches, pulled from the extractor on demand.
 
-The extractor yields pages as it reads them and `iter_chunks` turns them into chunks as
+The extractor yields pages as it reads them and `DocumentChunks` turns them into chunks as
 they come, so what the worker holds for a document is one batch of chunks, one chunk's
-words and one piece of a page, whatever the document's size. Both run in a thread (a
-parser and a chunker are CPU-bound, and other documents' heartbeats must keep running),
-one batch per hop. The per-document limits of `Settings` are enforced as the stream
-goes, so a document over a limit fails as soon as it crosses it:
+words and one piece of a page, whatever the document's size. An extractor that can chunk
+where it reads (`ChunkingExtractor`: the isolated extraction children) does the chunking
+there, beside the worker, which then only embeds and writes; otherwise the worker chunks
+the extractor's pages itself. Either way the batches are pulled in a thread (a parser and
+a chunker are CPU-bound, a pipe read blocks, and other documents' heartbeats must keep
+running), one batch per hop. The per-document limits of `Settings` are enforced as the
+stream goes, so a document over a limit fails as soon as it crosses it:
 
     too_many_pages    more than SHEAF_DOCUMENT_MAX_PAGES pages
     too_many_chunks   more than SHEAF_DOCUMENT_MAX_CHUNKS chunks
@@ -20,56 +23,65 @@ from __future__ import annotations
 
 import asyncio
 import resource
-import time
-from collections.abc import Callable, Iterable, Iterator
-from itertools import islice
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from sheaf.config import Settings
-from sheaf.domain.boilerplate import strip_repeated_edges
-from sheaf.domain.chunking import iter_chunks
-from sheaf.domain.models import Chunk, Page
+from sheaf.domain.chunking import DocumentChunks
+from sheaf.domain.models import Chunk, ChunkBatch, Chunking
 from sheaf.errors import PermanentError, TransientError
+from sheaf.ports import ChunkingExtractor, Extractor
 
 MiB = 1024 * 1024
 
 
-class ChunkStream:
-    """The chunks of one document, `batch` at a time; counts pages and chunks as it goes.
+def chunk_batches(
+    extractor: Extractor,
+    path: Path,
+    content_type: str,
+    settings: Settings,
+    on_page: Callable[[], None],
+) -> Iterator[ChunkBatch]:
+    """The document's chunks in batches of `SHEAF_EMBED_BATCH_SIZE`, made by the extractor
+    where it can (`ChunkingExtractor`), else here from its pages; `on_page` is called
+    (from the reading thread) for every page read."""
+    chunking = Chunking(
+        settings.chunk_size,
+        settings.chunk_overlap,
+        settings.embed_batch_size,
+        settings.document_max_pages,
+    )
+    if isinstance(extractor, ChunkingExtractor):
+        return extractor.extract_chunks(path, content_type, chunking, on_page)
+    return DocumentChunks(extractor.extract(path, content_type), chunking, on_page).batches()
 
-    `on_progress` is called (from the reading thread) for every page read: the attempt's
-    deadline is measured from the last progress. Call `aclose` when done, also early.
+
+class ChunkStream:
+    """The chunks of one document, a batch at a time; counts pages and chunks as it goes.
+
+    Call `aclose` when done, also early: it closes the batches' source (an isolated child
+    stops parsing at once).
     """
 
-    def __init__(
-        self,
-        pages: Iterable[Page],
-        settings: Settings,
-        batch: int,
-        on_progress: Callable[[], None],
-    ) -> None:
-        self._pages = iter(pages)
+    def __init__(self, batches: Iterator[ChunkBatch], settings: Settings) -> None:
+        self._batches = batches
         self._settings = settings
-        self._batch = batch
-        self._on_progress = on_progress
-        # Running headers and footers leave the text before it is chunked.
-        pages_read = strip_repeated_edges(self._counted())
-        self._chunks = iter_chunks(pages_read, settings.chunk_size, settings.chunk_overlap)
         self._step: asyncio.Future[list[Chunk]] | None = None
         self.pages = 0
         self.chunks = 0
-        self.extract_seconds = 0.0  # time spent waiting on the extractor, not chunking
+        self.extract_seconds = 0.0  # time spent waiting on the parser, not chunking
 
     async def next_batch(self) -> list[Chunk]:
         """The next batch of chunks, empty at the end of the document."""
         self._step = asyncio.ensure_future(asyncio.to_thread(self._read_batch))
         # Shielded: a cancelled attempt must not forget a step still running in its
-        # thread; `aclose` closes the extractor's iterator only once that step is done.
+        # thread; `aclose` closes the source only once that step is done.
         return await asyncio.shield(self._step)
 
     async def aclose(self) -> None:
-        """Close the extractor's iterator (an isolated child stops parsing at once), from a
-        thread and never while a step still runs in one."""
-        close: Callable[[], object] | None = getattr(self._pages, "close", None)
+        """Close the source (an isolated child stops parsing at once), from a thread and
+        never while a step still runs in one."""
+        close: Callable[[], object] | None = getattr(self._batches, "close", None)
         if close is None:
             return
         step = self._step
@@ -86,8 +98,11 @@ class ChunkStream:
         await asyncio.shield(asyncio.to_thread(close))
 
     def _read_batch(self) -> list[Chunk]:
-        batch = list(islice(self._chunks, self._batch))
-        self.chunks += len(batch)
+        batch = next(self._batches, None)
+        if batch is None:
+            return []
+        self.pages, self.extract_seconds = batch.pages, batch.extract_seconds
+        self.chunks += len(batch.chunks)
         limit = self._settings.document_max_chunks
         if self.chunks > limit:
             raise PermanentError(
@@ -96,7 +111,7 @@ class ChunkStream:
                 code="too_many_chunks",
             )
         self._check_memory()
-        return batch
+        return batch.chunks
 
     def _check_memory(self) -> None:
         limit = self._settings.worker_memory_bytes
@@ -109,29 +124,6 @@ class ChunkStream:
                 "the worker more memory and raise the limit",
                 code="worker_memory_limit",
             )
-
-    def _counted(self) -> Iterator[Page]:
-        """The extractor's pages, timed and counted against the page limit."""
-        number = None
-        limit = self._settings.document_max_pages
-        while True:
-            started = time.perf_counter()
-            page = next(self._pages, None)
-            self.extract_seconds += time.perf_counter() - started
-            if page is None:
-                return
-            self._on_progress()
-            if page.number != number:  # a new page, not another piece of the same one
-                number = page.number
-                self.pages += 1
-                if self.pages > limit:
-                    raise PermanentError(
-                        f"the document has more than {limit} pages "
-                        "(SHEAF_DOCUMENT_MAX_PAGES); split it into smaller files, or raise "
-                        "the limit",
-                        code="too_many_pages",
-                    )
-            yield page
 
 
 def resident_bytes() -> int | None:

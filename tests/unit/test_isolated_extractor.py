@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from sheaf.domain.models import ContentType, Page
-from sheaf.errors import ExtractionError, TransientError
+from sheaf.domain.chunking import DocumentChunks
+from sheaf.domain.models import Chunking, ContentType, Page
+from sheaf.errors import ExtractionError, PermanentError, TransientError
 from sheaf.extract import LocalExtractor
 from sheaf.extract.isolated import IsolatedExtractor, _serve
 from tests.bad_inputs import pdf
@@ -160,6 +161,50 @@ def test_closing_the_pages_early_replaces_the_child(write: Write) -> None:
         pages.close()  # type: ignore[attr-defined]
         assert gone(pid)
         assert served_by(extractor, write(command("pid"))) != pid
+
+
+def chunking(size: int = 300, overlap: int = 40, batch: int = 7, max_pages: int = 100) -> Chunking:
+    return Chunking(size, overlap, batch, max_pages)
+
+
+def test_chunks_made_in_the_child_are_those_made_from_its_pages(write: Write) -> None:
+    """The child chunks (`extract_chunks`) exactly as the worker would from the pages it
+    sends in pieces (`extract`), batch for batch, and reports every page it reads."""
+    words = [f"word{n % 97}" + ("\n" if n % 13 == 0 else "") for n in range(8000)]
+    path = write(" ".join(words).encode())
+    with IsolatedExtractor(10, 512 * MiB, 1, extractor=HostileExtractor(), piece_chars=1000) as ex:
+        read: list[int] = []
+        made = list(ex.extract_chunks(path, TEXT, chunking(), lambda: read.append(1)))
+        here = list(DocumentChunks(ex.extract(path, TEXT), chunking()).batches())
+    assert [(b.chunks, b.pages) for b in made] == [(b.chunks, b.pages) for b in here]
+    assert [len(batch.chunks) for batch in made[:-1]] == [7] * (len(made) - 1)
+    assert made[-1].pages == 1
+    assert len(read) == len(list(HostileExtractor().extract(path, TEXT)))  # every page read
+
+
+def test_a_page_limit_in_the_child_fails_as_too_many_pages(write: Write) -> None:
+    with isolated() as extractor:
+        pid = served_by(extractor, write(command("pid")))
+        pages = write(command("pages", 6, 0.01))
+        with pytest.raises(PermanentError) as caught:
+            list(extractor.extract_chunks(pages, TEXT, chunking(max_pages=3), lambda: None))
+        assert caught.value.code == "too_many_pages"
+        assert served_by(extractor, write(command("pid"))) == pid  # the file's fault: kept
+
+
+def test_pages_that_make_no_chunk_yet_still_count_as_progress(write: Write) -> None:
+    """Six pages at 0.4 s each, all in one chunk: nothing to send for 2.4 s but the pages
+    read, each of which resets the 1 s limit."""
+    with isolated(timeout=1.0) as extractor:
+        read: list[float] = []
+        batches = list(
+            extractor.extract_chunks(
+                write(command("pages", 6, 0.4)), TEXT, chunking(size=1000), lambda: read.append(1)
+            )
+        )
+    assert [len(batch.chunks) for batch in batches] == [1]
+    assert batches[0].pages == 6
+    assert len(read) == 6
 
 
 def test_memory_beyond_the_limit_fails_as_memory_limit(write: Write) -> None:
@@ -344,7 +389,7 @@ def test_a_child_whose_parent_went_away_exits_quietly(
     if gone_while == "parsing":
         assert ours.poll(30)
         assert ours.recv() == "ready"
-        ours.send((str(write(command("sleep", 1))), TEXT, 1000))
+        ours.send((str(write(command("sleep", 1))), TEXT, 1000, None))
     ours.close()  # the parent is gone before the child's reply
     child.join(30)
     kept_open.close()

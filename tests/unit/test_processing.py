@@ -7,17 +7,28 @@ import dataclasses
 import itertools
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sheaf.domain.models import AcquireOutcome, Document, Lease, Page, Status
+from sheaf.config import Settings
+from sheaf.domain.chunking import DocumentChunks
+from sheaf.domain.models import (
+    AcquireOutcome,
+    ChunkBatch,
+    Chunking,
+    Document,
+    Lease,
+    Page,
+    Status,
+)
 from sheaf.errors import StoreUnavailable, TransientError
 from sheaf.services.deps import Deps
 from sheaf.services.ingest import accept_upload
 from sheaf.services.processing import process_document
-from sheaf.services.streaming import resident_bytes
+from sheaf.services.streaming import chunk_batches, resident_bytes
 from tests.samples import encrypt_pdf, make_pdf
 from tests.unit.conftest import make_deps
 from worker.runner import Worker
@@ -498,3 +509,38 @@ async def test_a_worker_over_its_memory_limit_fails_the_document_asking_for_more
     stopped = await doc(deps, created.id)
     assert (stopped.status, stopped.error_code) == (Status.QUEUED, "worker_memory_limit")
     assert "SHEAF_WORKER_MEMORY_BYTES" in (stopped.last_error or "")
+
+
+class _Pages:
+    """An extractor that only reads pages: the worker chunks them itself."""
+
+    def extract(self, path: Path, content_type: str) -> Iterator[Page]:
+        yield Page(1, "alpha beta gamma " * 40)
+        yield Page(2, "delta epsilon " * 40)
+
+
+class _ChunksToo(_Pages):
+    """An extractor that also chunks where it reads (as the isolated children do)."""
+
+    def __init__(self) -> None:
+        self.asked: list[Chunking] = []
+
+    def extract_chunks(
+        self, path: Path, content_type: str, chunking: Chunking, on_page: Callable[[], None]
+    ) -> Iterator[ChunkBatch]:
+        self.asked.append(chunking)
+        yield from DocumentChunks(self.extract(path, content_type), chunking, on_page).batches()
+
+
+def test_an_extractor_that_chunks_where_it_reads_is_asked_for_chunks(tmp_path: Path) -> None:
+    settings = Settings.from_env({"SHEAF_CHUNK_SIZE": "200", "SHEAF_EMBED_BATCH_SIZE": "3"})
+    path = tmp_path / "document"
+    pages_read: list[int] = []
+    chunker = _ChunksToo()
+    made = list(chunk_batches(chunker, path, "text/plain", settings, lambda: pages_read.append(1)))
+    here = list(chunk_batches(_Pages(), path, "text/plain", settings, lambda: None))
+    assert chunker.asked == [Chunking(200, settings.chunk_overlap, 3, settings.document_max_pages)]
+    assert [b.chunks for b in made] == [b.chunks for b in here]
+    assert {len(b.chunks) for b in made[:-1]} == {3}
+    assert made[-1].pages == 2
+    assert len(pages_read) == 2
