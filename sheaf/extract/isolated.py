@@ -4,8 +4,10 @@ Parsers loop forever, inflate bombs or crash the interpreter on crafted files
 (bad-inputs.md #1-#10, #14, #18). `IsolatedExtractor` runs the wrapped extractor in a
 small pool of spawned child processes, each under an address-space limit
 (`RLIMIT_AS`). Pages stream back over the pipe as the child reads them, in pieces of at
-most `piece_chars` characters, and the parent waits for each no longer than the time
-limit: a large document that keeps producing pages is never stopped for its size. The
+most `piece_chars` characters (`extract`), or the child chunks them as it reads and sends
+the chunks in batches (`extract_chunks`, the `ChunkingExtractor` port: chunking then runs
+beside the worker), and the parent waits for each page no longer than the time limit: a
+large document that keeps producing pages is never stopped for its size. The
 document fails for good with a named `ExtractionError` code when:
 
     timeout        no page within `timeout_seconds`: the child is killed

@@ -359,10 +359,11 @@ def _split_extract_and_chunk(stages: Stages, extract_seconds: float) -> None:
 async def _index(deps: Deps, lease: Lease, stages: Stages, stream: ChunkStream) -> None:
     """Embed the stream's batches and write their chunks, in order, keeping `EMBED_AHEAD`
     batches' embeddings under way: while one batch is written, or one request waits on
-    the server, the next is already in flight. The next batch is read (pages extracted
-    and chunked, in a thread) while the current one is written (in the database's thread),
-    so neither waits for the other. The embedder's own limit on requests in flight still
-    holds across all documents; this only stops a document from idling between batches.
+    the server, the next is already in flight. The next batch is read (in a thread: from
+    the extraction child that chunks as it reads, or chunked here from the pages) while
+    the current one is written (in the database's thread), so neither waits for the
+    other. The embedder's own limit on requests in flight still holds across all
+    documents; this only stops a document from idling between batches.
     At most `EMBED_AHEAD` + 1 batches of the document are held at once.
     """
     pending: deque[tuple[Sequence[Chunk], asyncio.Task[list[tuple[float, ...]]]]] = deque()
