@@ -69,6 +69,7 @@ _STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}  # sent by people
 _READY = "ready"
 _PAGE, _PAGE_READ, _CHUNKS = "page", "read", "chunks"  # what a child streams to its parent
 _STREAMED = {_PAGE, _PAGE_READ, _CHUNKS}
+_LAST_CHUNKS = "last chunks"  # a document's last batch, sent instead of "done"
 _Request = tuple[str, str, int, "Chunking | None"]  # path, content type, piece size, chunking
 
 
@@ -138,7 +139,10 @@ class IsolatedExtractor:
 
     def _exchange(self, request: _Request) -> Generator[tuple[Any, ...], None, None]:
         """Send `request` to a free child and yield its replies until it says it is done;
-        see `extract` for the limits and what closing early does."""
+        see `extract` for the limits and what closing early does. A document's last batch
+        of chunks also says the child is done: it is yielded once the child is free again,
+        so a document does not hold a child while its last chunks are embedded."""
+        last = None
         with self._slots:
             child = None
             finished = False
@@ -149,7 +153,10 @@ class IsolatedExtractor:
                     reply = child.receive(self.timeout_seconds)
                     if reply[0] not in _STREAMED:
                         finished = True  # the child finished the request: it is reusable
-                        _raise_unless_done(reply)
+                        if reply[0] == _LAST_CHUNKS:
+                            last = (_CHUNKS, *reply[1:])
+                        else:
+                            _raise_unless_done(reply)
                         break
                     yield reply
             except GeneratorExit:
@@ -168,6 +175,8 @@ class IsolatedExtractor:
                 raise
             if child is not None:
                 self._checkin(child)
+        if last is not None:
+            yield last
 
     def warm(self) -> int:
         """Start the children now rather than at the first document (a spawned child imports
@@ -396,13 +405,15 @@ def _reply(conn: Connection, message: object) -> bool:
 
 
 def _stream(conn: Connection, messages: Iterator[tuple[Any, ...]]) -> bool:
-    """Send each message as it is made, then how it ended. Sending blocks while the parent
-    has not read the previous message, so the child is never more than a message ahead.
-    False when the parent is gone."""
+    """Send each message as it is made, then how it ended (a last batch of chunks says so
+    itself). Sending blocks while the parent has not read the previous message, so the
+    child is never more than a message ahead. False when the parent is gone."""
     try:
         for message in messages:
             if not _reply(conn, message):
                 return False
+            if message[0] == _LAST_CHUNKS:
+                return True
     except _ParentGone:
         return False
     except MemoryError:
@@ -426,17 +437,22 @@ def _pages(
 def _chunks(
     conn: Connection, extractor: Extractor, path: Path, content_type: str, chunking: Chunking
 ) -> Iterator[tuple[Any, ...]]:
-    """The document's chunk batches (chunks as plain tuples: cheaper to pickle), each page
-    read reported at once, however long it takes to make a chunk of it."""
+    """The document's chunk batches (chunks as plain tuples: cheaper to pickle), the last
+    one marked as such, and each page read reported at once, however long it takes to
+    make a chunk of it."""
 
     def read() -> None:
         if not _reply(conn, (_PAGE_READ,)):
             raise _ParentGone
 
-    pages = extractor.extract(path, content_type)
-    for batch in DocumentChunks(pages, chunking, read).batches():
+    batches = DocumentChunks(extractor.extract(path, content_type), chunking, read).batches()
+    batch = next(batches, None)
+    while batch is not None:
+        following = next(batches, None)  # one batch ahead: is this one the last?
         chunks = [(c.ordinal, c.text, c.page_start, c.page_end) for c in batch.chunks]
-        yield (_CHUNKS, chunks, batch.pages, batch.extract_seconds)
+        kind = _CHUNKS if following is not None else _LAST_CHUNKS
+        yield (kind, chunks, batch.pages, batch.extract_seconds)
+        batch = following
 
 
 class _ParentGone(Exception):

@@ -207,6 +207,25 @@ def test_pages_that_make_no_chunk_yet_still_count_as_progress(write: Write) -> N
     assert len(read) == 6
 
 
+def test_a_documents_last_chunks_free_its_child(write: Write) -> None:
+    """With one child, a second document is served while the first one's last batch is
+    still being used (embedded and written, in a worker): the child is not held for it."""
+    with isolated(processes=1) as extractor:
+        batches = extractor.extract_chunks(
+            write(b"one short document"), TEXT, chunking(), lambda: None
+        )
+        [only] = [next(batches)]
+        served: list[int] = []
+        other = threading.Thread(
+            target=lambda: served.append(served_by(extractor, write(command("pid"))))
+        )
+        other.start()
+        other.join(10)
+        assert served, "the second document waited for the first one's child"
+        assert [chunk.text for chunk in only.chunks] == ["one short document"]
+        assert list(batches) == []
+
+
 def test_memory_beyond_the_limit_fails_as_memory_limit(write: Write) -> None:
     with isolated(memory=300 * MiB) as extractor:
         started = time.monotonic()
