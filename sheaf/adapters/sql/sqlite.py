@@ -189,7 +189,7 @@ class SqliteDocumentStore(SqlDocumentStore):
         bounds = {term: _bound(total, holding[term], weight) for term, weight in terms.items()}
         rank = functools.partial(self._bm25, conn, collection, k=k, filters=filters)
         if len(terms) > 1 and min(holding[term] for term in terms) >= k:
-            found = await rank(" AND ".join(f'"{term}"' for term in repeated(terms)))
+            found = await rank(_phrases(terms, " AND "))
             if _beats(found, k, sum(bounds.values()) - min(bounds.values())):
                 return found
         rarest_first = sorted(terms, key=lambda term: -bounds[term])
@@ -410,7 +410,12 @@ def _beats(found: Sequence[tuple[int, float]], k: int, bound: float) -> bool:
 
 
 def _any(terms: Mapping[str, int]) -> str:
-    return " OR ".join(f'"{term}"' for term in repeated(terms))  # \w+: no quotes inside
+    return _phrases(terms, " OR ")
+
+
+def _phrases(terms: Mapping[str, int], operator: str) -> str:
+    """Each term as an FTS5 phrase, as often as it weighs, joined by `operator`."""
+    return operator.join(f'"{term}"' for term in repeated(terms))  # \w+: no quotes inside
 
 
 def _ready(now: datetime) -> ColumnElement[bool]:
