@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from sheaf.adapters.sql import open_store
+from sheaf.adapters.sql import open_store, sqlite
 from sheaf.adapters.sql.store import scan_keyword_ranking
 from sheaf.domain.models import Document, ErrorInfo, ReleaseOutcome
 from sheaf.domain.search import query_terms
@@ -135,12 +135,28 @@ async def test_sqlite_leaves_words_in_half_the_chunks_out_of_the_match(
         await store.close()
 
 
+@pytest.mark.parametrize("fts_first", [False, True], ids=["joined", "fts-first"])
 async def test_sqlite_pruned_keyword_ranking_is_the_plain_match_ranking(
-    sqlite_template: Path, tmp_path: Path, new_document: NewDocumentFactory
+    sqlite_template: Path,
+    tmp_path: Path,
+    new_document: NewDocumentFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    fts_first: bool,
 ) -> None:
     """MaxScore (`SqliteDocumentStore._keyword_ranking`) skips chunks that cannot reach the
     top k; what it returns must be what one match of every term, ranked by `bm25()`,
-    returns: the same chunks in the same order, with the same scores."""
+    returns: the same chunks in the same order, with the same scores.
+
+    `fts-first` has every match ranked by FTS5 alone first (`_bm25`), a few rows deep so
+    the ranking must go deeper and, at times, to the join: the staged chunks and another
+    collection's, which FTS5 ranks among the live ones, must still never be returned."""
+    if fts_first:
+        monkeypatch.setattr(sqlite, "FTS_FIRST_ROWS", 0)
+        monkeypatch.setattr(sqlite, "FTS_FIRST_DEPTH", 2)
+        monkeypatch.setattr(sqlite, "FTS_FIRST_GROWTH", 4)
+        monkeypatch.setattr(sqlite, "FTS_FIRST_MAX_DEPTH", 64)
+    else:
+        monkeypatch.setattr(sqlite, "FTS_FIRST_ROWS", 10**9)
     path = tmp_path / "sheaf.db"
     shutil.copyfile(sqlite_template, path)
     rng = random.Random(5)
@@ -157,11 +173,15 @@ async def test_sqlite_pruned_keyword_ranking_is_the_plain_match_ranking(
 
     store._bm25 = spied  # type: ignore[attr-defined]
     try:
+        # Chunks that are not live ones of "docs" first: they take the lower ids, which win
+        # ties, so FTS5's ranking puts them ahead of their live twins.
+        other, _ = await store.create_document(new_document(collection="other"))
+        await completed(store, other, *texts(*bodies[:100]))
+        stale, _ = await store.create_document(new_document())  # staged chunks: not live
+        await store.write_chunks(await lease_of(store, stale), texts(*bodies[:100]))
         for start in range(0, len(bodies), 100):
             document, _ = await store.create_document(new_document())
             await completed(store, document, *texts(*bodies[start : start + 100]))
-        stale, _ = await store.create_document(new_document())  # staged chunks: not live
-        await store.write_chunks(await lease_of(store, stale), texts(*bodies[:50]))
         engine = sa.create_engine(f"sqlite:///{path}")
 
         def held(word: str) -> int:
@@ -170,9 +190,10 @@ async def test_sqlite_pruned_keyword_ranking_is_the_plain_match_ranking(
                 return int(conn.execute(sa.text(sql), {"m": f'"{word}"'}).scalar_one())
 
         # Words in under half the chunks (`_informative` leaves the others out), common and rare.
-        usable = [w for w in vocabulary if held(w) * 2 < len(bodies) + 50]
+        usable = [w for w in vocabulary if held(w) * 2 < len(bodies) + 200]
         queries = [" ".join(rng.sample(usable, rng.randint(2, 4))) for _ in range(40)]
         queries += [f"{usable[0]} {usable[0]} {usable[-1]}", f"{usable[1]} {usable[40]}"]
+        queries += [f"{usable[2]} {usable[2]}", usable[3]]  # one word: one phrase, scaled
         pruned = 0
         for query in queries:
             for k in (1, 5, 50):

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Float,
     Integer,
     RowMapping,
+    TextClause,
     column,
     delete,
     event,
@@ -52,6 +53,7 @@ from sheaf.adapters.sql.store import (
     complete_locked,
     fetch_row,
     filter_clause,
+    live_among,
     live_chunks,
     shielded,
     update_document,
@@ -87,6 +89,10 @@ _BM25 = literal_column("bm25(chunks_fts)", Float)  # FTS5's BM25: lower (more ne
 FTS5_K1 = 1.2  # bm25()'s defaults, as FTS5 sets them
 FTS5_IDF_FLOOR = 1e-6
 BOUND_SLACK = 1e-9  # a bound rounded down must never prune a chunk that could rank
+FTS_FIRST_ROWS = 2000  # matches below which the join ranks at once (`_bm25`)
+FTS_FIRST_DEPTH = 100  # how deep FTS5 ranks alone before the liveness check (`_bm25`)
+FTS_FIRST_GROWTH = 8
+FTS_FIRST_MAX_DEPTH = 6400  # beyond this, rank by the join: the collection is a small part
 
 
 def create_sqlite_engine(url: URL, pool_size: int) -> AsyncEngine:
@@ -182,14 +188,16 @@ class SqliteDocumentStore(SqlDocumentStore):
           rankings merged.
         The ranking is the one the plain match of every term gives (a test compares them).
         """
-        if len(terms) < 2:
-            return await self._bm25(conn, collection, _any(terms), k, filters)
-        total, holding = await _statistics(conn, terms)
-        terms = _informative(terms, total, holding)
+        if len(terms) > 1:
+            total, holding = await _statistics(conn, terms)
+            terms = _informative(terms, total, holding)
+        if len(terms) == 1:  # said n times: n times the score of one phrase, at half the work
+            [(term, weight)] = terms.items()
+            return await self._bm25(conn, collection, f'"{term}"', k, filters, scale=weight)
         bounds = {term: _bound(total, holding[term], weight) for term, weight in terms.items()}
         rank = functools.partial(self._bm25, conn, collection, k=k, filters=filters)
         if len(terms) > 1 and min(holding[term] for term in terms) >= k:
-            found = await rank(_phrases(terms, " AND "))
+            found = await rank(_phrases(terms, " AND "), rows=min(holding.values()))
             if _beats(found, k, sum(bounds.values()) - min(bounds.values())):
                 return found
         rarest_first = sorted(terms, key=lambda term: -bounds[term])
@@ -198,13 +206,15 @@ class SqliteDocumentStore(SqlDocumentStore):
             None,
         )
         if cut is None:
-            return await rank(_any(terms))
+            return await rank(_any(terms), rows=sum(holding[term] for term in terms))
         essential = {term: terms[term] for term in rarest_first[:cut]}
         rest = {term: terms[term] for term in rarest_first[cut:]}
-        found = await rank(_essential_match(terms, essential), halved=True)
+        held = sum(holding[term] for term in essential)
+        found = await rank(_essential_match(terms, essential), scale=0.5, rows=held)
         if _beats(found, k, sum(bounds[term] for term in rest)):
             return found
-        found += await rank(f"({_any(rest)}) NOT ({_any(essential)})")  # essential: tf 0
+        held = sum(holding[term] for term in rest)
+        found += await rank(f"({_any(rest)}) NOT ({_any(essential)})", rows=held)  # ess.: tf 0
         return sorted(found, key=lambda pair: (-pair[1], pair[0]))[:k]
 
     async def _bm25(
@@ -215,24 +225,36 @@ class SqliteDocumentStore(SqlDocumentStore):
         k: int,
         filters: SearchFilter | None,
         *,
-        halved: bool = False,
+        scale: float = 1.0,
+        rows: int | None = None,
     ) -> list[tuple[int, float]]:
-        """The k live chunks of the collection that `match` finds, best `bm25()` first;
-        `halved` for a match that names every phrase twice (`_essential_match`)."""
+        """The k live chunks of the collection that `match` finds, best `bm25()` first,
+        scores times `scale` (one half for a match that names every phrase twice); `rows`
+        is at most how many chunks the match finds, when the caller knows.
+
+        FTS5 ranks alone first, `FTS_FIRST_DEPTH` deep, and only those rows are checked for
+        being live chunks of the collection: joined in the ranking, that check (a lookup of
+        the chunk and of its document per match) cost more than `bm25()` itself. When k of
+        them pass, they are the top k (every chunk further down scores no more); else the
+        ranking goes deeper, and finally to the join. With filters, or a match known to
+        find few chunks (their join costs less than the extra statements), the join at once."""
+        few = rows is not None and rows < FTS_FIRST_ROWS
+        if not few and (filters is None or filters.empty):
+            found = await _ranked_alone(conn, collection, match, k)
+            if found is not None:
+                return [(chunk_id, scale * score) for chunk_id, score in found]
         chunk = chunks.c
         query = (
             select(chunk.id, (-_BM25).label("score"))
             .select_from(_FTS.join(live_chunks(), chunk.id == _FTS.c.rowid))
-            .where(text("chunks_fts MATCH :match").bindparams(match=match))
-            .where(chunk.collection == collection)
+            .where(_fts_match(match), chunk.collection == collection)
             .order_by(_BM25, chunk.id)
             .limit(k)
         )
         allowed = filter_clause(filters)
         if allowed is not None:
             query = query.where(allowed)
-        share = 0.5 if halved else 1.0
-        return [(row.id, share * float(row.score)) for row in await conn.execute(query)]
+        return [(row.id, scale * float(row.score)) for row in await conn.execute(query)]
 
     @shielded
     async def acquire_document_lease(
@@ -416,6 +438,28 @@ def _any(terms: Mapping[str, int]) -> str:
 def _phrases(terms: Mapping[str, int], operator: str) -> str:
     """Each term as an FTS5 phrase, as often as it weighs, joined by `operator`."""
     return operator.join(f'"{term}"' for term in repeated(terms))  # \w+: no quotes inside
+
+
+async def _ranked_alone(
+    conn: AsyncConnection, collection: str, match: str, k: int
+) -> list[tuple[int, float]] | None:
+    """The top k of `_bm25` from FTS5's ranking alone, checked for liveness afterwards;
+    None when a ranking `FTS_FIRST_MAX_DEPTH` deep still holds fewer than k of them."""
+    depth = max(FTS_FIRST_DEPTH, 2 * k)
+    rowid = _FTS.c.rowid
+    while depth <= FTS_FIRST_MAX_DEPTH:
+        query = select(rowid, (-_BM25).label("score")).where(_fts_match(match))
+        ranked = (await conn.execute(query.order_by(_BM25, rowid).limit(depth))).all()
+        live = await live_among(conn, collection, [row.rowid for row in ranked])
+        found = [(row.rowid, float(row.score)) for row in ranked if row.rowid in live]
+        if len(found) >= k or len(ranked) < depth:  # k found, or every match seen
+            return found[:k]
+        depth *= FTS_FIRST_GROWTH
+    return None
+
+
+def _fts_match(match: str) -> TextClause:
+    return text("chunks_fts MATCH :match").bindparams(match=match)
 
 
 def _ready(now: datetime) -> ColumnElement[bool]:
