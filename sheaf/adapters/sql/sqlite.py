@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -186,6 +186,7 @@ class SqliteDocumentStore(SqlDocumentStore):
           could add up to, that is all;
         - else the chunks holding only the other terms are ranked apart and the two
           rankings merged.
+        Two terms (the usual query) are split exactly instead (`_two_terms`).
         The ranking is the one the plain match of every term gives (a test compares them).
         """
         if len(terms) > 1:
@@ -196,7 +197,9 @@ class SqliteDocumentStore(SqlDocumentStore):
             return await self._bm25(conn, collection, f'"{term}"', k, filters, scale=weight)
         bounds = {term: _bound(total, holding[term], weight) for term, weight in terms.items()}
         rank = functools.partial(self._bm25, conn, collection, k=k, filters=filters)
-        if len(terms) > 1 and min(holding[term] for term in terms) >= k:
+        if len(terms) == 2:
+            return await _two_terms(rank, terms, holding, bounds, k)
+        if min(holding[term] for term in terms) >= k:
             found = await rank(_phrases(terms, " AND "), rows=min(holding.values()))
             if _beats(found, k, sum(bounds.values()) - min(bounds.values())):
                 return found
@@ -392,6 +395,28 @@ async def _statistics(
     phrases = {f"t{n}": f'"{term}"' for n, term in enumerate(terms)}
     found = (await conn.execute(statement, phrases)).one()
     return int(found[0]), {term: int(count) for term, count in zip(terms, found[1:], strict=True)}
+
+
+async def _two_terms(
+    rank: Callable[..., Awaitable[list[tuple[int, float]]]],
+    terms: Mapping[str, int],
+    holding: Mapping[str, int],
+    bounds: Mapping[str, float],
+    k: int,
+) -> list[tuple[int, float]]:
+    """MaxScore over the three parts of two terms' matches: the chunks holding both
+    (scored by both), then those holding only the rarer term, then only the commoner, each
+    part scored by its one term (the other's tf is 0, so that is its whole score) and
+    ranked only while its bound could still beat the k-th score found. Each chunk is
+    scored once, with as few phrases as its score needs."""
+    rare, common = sorted(terms, key=lambda term: -bounds[term])
+    found = await rank(_phrases(terms, " AND "), rows=min(holding.values()))
+    for term, other in ((rare, common), (common, rare)):
+        if _beats(found, k, bounds[term]):
+            break
+        alone = await rank(f'"{term}" NOT "{other}"', scale=terms[term], rows=holding[term])
+        found = sorted([*found, *alone], key=lambda pair: (-pair[1], pair[0]))[:k]
+    return found
 
 
 def _informative(
