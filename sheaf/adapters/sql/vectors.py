@@ -232,7 +232,8 @@ async def _live_documents(conn: AsyncConnection, collection: str) -> dict[str, t
     query = select(d.id, d.chunks_token, d.chunk_count).where(
         d.collection == collection, d.status == Status.COMPLETED, d.chunks_token.is_not(None)
     )
-    return {row.id: (row.chunks_token, row.chunk_count) for row in await conn.execute(query)}
+    rows = (await conn.execute(query)).all()  # unpacked: a Row's attributes by name cost
+    return {id_: (token, count) for id_, token, count in rows}  # more than the query
 
 
 async def _load(
