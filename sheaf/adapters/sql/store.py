@@ -888,8 +888,9 @@ async def _scan(
         statement = statement.where(allowed)
     result = await conn.stream(statement)
     async for rows in result.partitions():
-        ids = np.fromiter((row.id for row in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(row.embedding for row in rows), dtype="<f4")
+        chunk_ids, embeddings = zip(*rows, strict=True)  # unpacked: no attribute per row
+        ids = np.array(chunk_ids, dtype=np.int64)
+        matrix = np.frombuffer(b"".join(embeddings), dtype="<f4")
         best.offer(ids, _cosine(matrix.reshape(len(rows), key[2]), query))
     return best.ranked()
 
