@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import itertools
 import threading
 import time
@@ -327,15 +328,26 @@ class FlakyBlobStore:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.inner, name)
+        if inspect.isasyncgenfunction(attribute):  # `list`, which housekeeping iterates
+
+            async def items(*args: Any, **kwargs: Any) -> Any:
+                self._fail_if_down()
+                async for item in attribute(*args, **kwargs):
+                    yield item
+
+            return items
         if not callable(attribute):
             return attribute
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            if self.down:
-                raise StoreUnavailable("blob store unreachable (simulated outage)")
+            self._fail_if_down()
             return await attribute(*args, **kwargs)
 
         return call
+
+    def _fail_if_down(self) -> None:
+        if self.down:
+            raise StoreUnavailable("blob store unreachable (simulated outage)")
 
 
 async def test_a_blob_store_outage_stops_the_worker_taking_documents() -> None:
