@@ -19,7 +19,10 @@ Two stores search the same database: `cached`, as the API runs it (the default
 `documents` rows before each one; the first search after the collection grew loads the new
 documents, and is reported apart), and `streamed` (`SHEAF_SEARCH_CACHE_BYTES=0`, what a
 collection too large for the cache gets: every vector read from the database per query).
-The plan of the streamed scan is printed, because it explains those latencies.
+The plan of the streamed scan is printed, because it explains those latencies. On
+PostgreSQL, keyword search is measured both ways too: `keyword` from the postings kept in
+memory (`SHEAF_KEYWORD_CACHE_BYTES`; its first search loads them, reported apart) and
+`keyword uncached` scored on the server (`SHEAF_KEYWORD_CACHE_BYTES=0`).
 
 The reference is the floor of exact search: the same vectors already in memory as one
 float32 matrix, scored with one matrix-vector product and `argpartition`.
@@ -45,6 +48,7 @@ from bench.harness import Context, Stopwatch, percentile
 from bench.postgres import fresh_database, sqlalchemy_url, unavailable_reason
 from sheaf.adapters.sql import open_store
 from sheaf.adapters.sql.migrate import upgrade
+from sheaf.adapters.sql.postings import DEFAULT_KEYWORD_CACHE_BYTES
 from sheaf.adapters.sql.schema import chunks, documents
 from sheaf.adapters.sql.store import DEFAULT_SEARCH_CACHE_BYTES, SqlDocumentStore, scan_statement
 from sheaf.config import Settings
@@ -137,8 +141,9 @@ async def run(ctx: Context) -> None:
     ctx.note(
         f"k = {K}; {DIMENSIONS}-dimension float32 vectors; {CHUNKS_PER_DOCUMENT} chunks of "
         f"{TEXT_CHARS} characters per document; one warm-up query, then the measured ones "
-        "(the data is in the OS page cache, as on a busy server). Cache budget: "
-        f"{DEFAULT_SEARCH_CACHE_BYTES // 2**20} MiB (the default)."
+        "(the data is in the OS page cache, as on a busy server). Cache budgets (the "
+        f"defaults): {DEFAULT_SEARCH_CACHE_BYTES // 2**20} MiB of vectors, "
+        f"{DEFAULT_KEYWORD_CACHE_BYTES // 2**20} MiB of keyword postings (PostgreSQL)."
     )
     results: list[Measured] = []
     databases = ["sqlite"]
@@ -198,7 +203,7 @@ async def _stores(
             url = sqlalchemy_url(dsn)
         await asyncio.to_thread(upgrade, url)
         cached = await open_store(url)
-        streamed = await open_store(url, search_cache_bytes=0)
+        streamed = await open_store(url, search_cache_bytes=0, keyword_cache_bytes=0)
         try:
             yield cached, streamed
         finally:
@@ -256,20 +261,27 @@ async def _measure(
                 Measured(database, f"vector {mode}", size, seconds, reference, seed_seconds, fill)
             )
         phrases = [_keyword_query(rng, texts) for _ in range(queries + 1)]
-        for mode in ("keyword", "hybrid"):
+        keyword_modes = ["keyword", "hybrid"]
+        if database == "postgres":  # the postings cache's alternative: `_KEYWORD` on the server
+            keyword_modes.insert(1, "keyword uncached")
+        for mode in keyword_modes:
             ctx.progress(f"{database}, {mode}: {queries} queries at {size:,} chunks")
             seconds = []
+            first = None
             for n, phrase in enumerate(phrases):
                 embedder.vector = vectors[n].tolist()
                 clock = Stopwatch()
-                if mode == "keyword":
-                    hits = await cached.keyword_search(COLLECTION, phrase, K)
+                if mode.startswith("keyword"):
+                    store = cached if mode == "keyword" else streamed
+                    hits = await store.keyword_search(COLLECTION, phrase, K)
                 else:
                     hits = await service_search(deps, COLLECTION, phrase, K)
-                if n:  # the first query warms up
+                if n:  # the first query warms up; on PostgreSQL, it loads the postings
                     seconds.append(clock.seconds)
+                elif mode == "keyword":
+                    first = clock.seconds
                 assert len(hits) == K, (phrase, len(hits))
-            results.append(Measured(database, mode, size, seconds, [], seed_seconds, None))
+            results.append(Measured(database, mode, size, seconds, [], seed_seconds, first))
     return results
 
 
@@ -412,12 +424,13 @@ def _report(ctx: Context, results: list[Measured]) -> None:
         rows,
     )
     for database in sorted({m.database for m in results}):
-        for mode in ("vector cached", "vector streamed", "keyword", "hybrid"):
+        for mode in ("vector cached", "vector streamed", "keyword", "keyword uncached", "hybrid"):
             sized = sorted(
                 (m for m in results if (m.database, m.mode) == (database, mode)),
                 key=lambda m: m.chunks,
             )
-            ctx.note(_limit(f"{database}, {mode}", sized))
+            if sized:
+                ctx.note(_limit(f"{database}, {mode}", sized))
     per_row = 4 * DIMENSIONS + 13
     ctx.note(
         f"The cache holds about {_round(DEFAULT_SEARCH_CACHE_BYTES / per_row)} vectors of "

@@ -54,6 +54,7 @@ async def open_deps(settings: Settings, *, warm_extractor: bool = False) -> Asyn
             settings.database_url.get_secret_value(),
             credential=credential if settings.database_auth == "entra" else None,
             search_cache_bytes=settings.search_cache_bytes,
+            keyword_cache_bytes=settings.keyword_cache_bytes,
         )
         stack.push_async_callback(store.close)
         await check_schema(store.engine)

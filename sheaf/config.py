@@ -179,6 +179,14 @@ class Settings(BaseModel):
         "process (512 MiB: ~130,000 chunks of 1,024 dimensions); a collection that does not "
         "fit is read from the database on every search. 0 = no cache.",
     )
+    keyword_cache_bytes: int = Field(
+        256 * MiB,
+        ge=0,
+        description="PostgreSQL: memory keyword search may keep each searched collection's "
+        "postings in between searches, per API process (about 100 MiB per 100,000 chunks of "
+        "prose); a collection that does not fit is scored on the server on every search. "
+        "0 = no cache.",
+    )
 
     api_url: str = Field(
         "http://127.0.0.1:8000", description="API the CLI's user commands talk to."

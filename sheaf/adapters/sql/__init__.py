@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sheaf.adapters.sql.mssql import MssqlDocumentStore, create_mssql_engine, validate_mssql_url
 from sheaf.adapters.sql.postgres import PostgresDocumentStore, create_postgres_engine
+from sheaf.adapters.sql.postings import DEFAULT_KEYWORD_CACHE_BYTES
 from sheaf.adapters.sql.sqlite import SqliteDocumentStore, create_sqlite_engine
 from sheaf.adapters.sql.store import DEFAULT_SEARCH_CACHE_BYTES, SqlDocumentStore
 from sheaf.errors import ConfigError
@@ -78,9 +79,12 @@ async def open_store(
     pool_size: int = 5,
     credential: AsyncTokenCredential | None = None,
     search_cache_bytes: int = DEFAULT_SEARCH_CACHE_BYTES,
+    keyword_cache_bytes: int = DEFAULT_KEYWORD_CACHE_BYTES,
 ) -> SqlDocumentStore:
     """The store for `url`. `search_cache_bytes` bounds the memory exact search keeps
-    vectors in between searches (`sheaf.adapters.sql.vectors`); 0 reads them every time."""
+    vectors in between searches (`sheaf.adapters.sql.vectors`); 0 reads them every time.
+    `keyword_cache_bytes` bounds PostgreSQL's keyword postings the same way
+    (`sheaf.adapters.sql.postings`); 0 scores every search on the server."""
     engine = create_engine(url, pool_size=pool_size, credential=credential)
     if engine.dialect.name == "sqlite":
         return SqliteDocumentStore(engine, search_cache_bytes=search_cache_bytes)
@@ -91,4 +95,6 @@ async def open_store(
         return MssqlDocumentStore(
             engine, procedures=procedures, search_cache_bytes=search_cache_bytes
         )
-    return PostgresDocumentStore(engine, search_cache_bytes=search_cache_bytes)
+    return PostgresDocumentStore(
+        engine, search_cache_bytes=search_cache_bytes, keyword_cache_bytes=keyword_cache_bytes
+    )

@@ -24,10 +24,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sheaf.adapters.sql.postgres_calls import FunctionCalls, replace_closed
+from sheaf.adapters.sql.postings import DEFAULT_KEYWORD_CACHE_BYTES, PostingsCache
 from sheaf.adapters.sql.schema import UTCDateTime, chunks
 from sheaf.adapters.sql.store import (
     DEFAULT_SEARCH_CACHE_BYTES,
     SqlDocumentStore,
+    allowed_documents,
     filter_clause,
     live_chunks,
     shielded,
@@ -160,10 +162,15 @@ GROUP BY f.id
 
 class PostgresDocumentStore(SqlDocumentStore):
     def __init__(
-        self, engine: AsyncEngine, *, search_cache_bytes: int = DEFAULT_SEARCH_CACHE_BYTES
+        self,
+        engine: AsyncEngine,
+        *,
+        search_cache_bytes: int = DEFAULT_SEARCH_CACHE_BYTES,
+        keyword_cache_bytes: int = DEFAULT_KEYWORD_CACHE_BYTES,
     ) -> None:
         super().__init__(engine, search_cache_bytes=search_cache_bytes)
         self._calls = FunctionCalls(engine)
+        self._postings = PostingsCache(keyword_cache_bytes) if keyword_cache_bytes > 0 else None
 
     def _cache_lookup(
         self, collection: str, model: str, content_hashes: Sequence[str]
@@ -226,10 +233,21 @@ class PostgresDocumentStore(SqlDocumentStore):
         k: int,
         filters: SearchFilter | None,
     ) -> list[tuple[int, float]]:
-        """Every live match scored in `_KEYWORD`; the filters then choose among them."""
+        """The collection's postings in memory score the query (`PostingsCache`) when they
+        fit its budget; else every live match is scored in `_KEYWORD`. Either way the
+        filters then choose among them."""
+        query_text = " ".join(repeated(terms))
+        if self._postings is not None:
+            allowed = filter_clause(filters)
+            documents_allowed = None
+            if allowed is not None:
+                documents_allowed = await allowed_documents(conn, collection, allowed)
+            ranked = await self._postings.search(conn, collection, query_text, k, documents_allowed)
+            if ranked is not None:
+                return ranked
         scored = (
             text(_KEYWORD)
-            .bindparams(query=" ".join(repeated(terms)), collection=collection)
+            .bindparams(query=query_text, collection=collection)
             .columns(id=Integer, score=Float)
             .subquery("scored")
         )

@@ -475,7 +475,7 @@ class SqlDocumentStore(ABC):
             if self._vectors is not None:
                 documents_allowed = None
                 if allowed is not None:
-                    documents_allowed = await _allowed_documents(conn, collection, allowed)
+                    documents_allowed = await allowed_documents(conn, collection, allowed)
                 ranked = await self._vectors.search(
                     conn, key, query, k, _live_chunks(), documents_allowed
                 )
@@ -866,7 +866,7 @@ def filter_clause(filters: SearchFilter | None) -> ColumnElement[bool] | None:
     return and_(true(), *conditions)
 
 
-async def _allowed_documents(
+async def allowed_documents(
     conn: AsyncConnection, collection: str, allowed: ColumnElement[bool]
 ) -> set[str]:
     d = documents.c

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,7 +187,7 @@ class VectorCache:
         async with space.lock:
             listed = await _live_documents(conn, key[0])
             blocks = space.blocks.items()
-            gone = [doc for doc, (token, _, _) in blocks if _token(listed, doc) != token]
+            gone = [doc for doc, (token, _, _) in blocks if listed_token(listed, doc) != token]
             for doc in gone:
                 space.drop(doc)
             new = {doc: listed[doc] for doc in listed.keys() - space.blocks.keys()}
@@ -221,7 +221,8 @@ class VectorCache:
         return sum(space.nbytes for key, space in self._spaces.items() if key != besides)
 
 
-def _token(listed: dict[str, tuple[str, int]], document_id: str) -> str | None:
+def listed_token(listed: Mapping[str, tuple[str | None, int]], document_id: str) -> str | None:
+    """The live chunks' token of a listed document; None if it is not listed."""
     found = listed.get(document_id)
     return None if found is None else found[0]
 
@@ -246,7 +247,7 @@ async def _load(
     """Append the live vectors of `new` documents; a document with none still gets a block."""
     collection, model, dimensions = key
     c = chunk_table.c
-    for batch in _batches(new):
+    for batch in document_batches(new):
         query = (
             select(c.document_id, c.id, c.embedding)
             .select_from(live_chunks)
@@ -264,7 +265,7 @@ async def _load(
             space.append(doc, new[doc][0], ids, b"".join(raw))
 
 
-def _batches(new: dict[str, tuple[str, int]]) -> Iterator[list[str]]:
+def document_batches(new: Mapping[str, tuple[str | None, int]]) -> Iterator[list[str]]:
     """Document ids in groups of at most `_DOCUMENTS_PER_LOAD` documents and, unless one
     document alone has more, `_ROWS_PER_LOAD` chunks (by their `chunk_count`)."""
     batch: list[str] = []
