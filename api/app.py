@@ -16,7 +16,7 @@ from aiohttp import web
 from api import apidocs, console, console_api, handlers, routes, security, views
 from api.keys import DEPS
 from sheaf import metrics, observability
-from sheaf.bootstrap import open_deps
+from sheaf.bootstrap import freeze_startup_heap, open_deps
 from sheaf.config import Settings
 from sheaf.errors import (
     ClientError,
@@ -85,6 +85,7 @@ def _resources(
             return
         async with open_deps(settings) as deps:
             app[DEPS] = deps
+            freeze_startup_heap()  # the process's long-lived objects: out of GC pauses
             yield
 
     return context

@@ -24,6 +24,9 @@ PostgreSQL, keyword search is measured both ways too: `keyword` from the posting
 memory (`SHEAF_KEYWORD_CACHE_BYTES`; its first search loads them, reported apart) and
 `keyword uncached` scored on the server (`SHEAF_KEYWORD_CACHE_BYTES=0`).
 
+Like the API, the benchmark freezes what its start-up made (`freeze_startup_heap`) once its
+stores are open, so full garbage collections do not walk it.
+
 The reference is the floor of exact search: the same vectors already in memory as one
 float32 matrix, scored with one matrix-vector product and `argpartition`.
 """
@@ -51,6 +54,7 @@ from sheaf.adapters.sql.migrate import upgrade
 from sheaf.adapters.sql.postings import DEFAULT_KEYWORD_CACHE_BYTES
 from sheaf.adapters.sql.schema import chunks, documents
 from sheaf.adapters.sql.store import DEFAULT_SEARCH_CACHE_BYTES, SqlDocumentStore, scan_statement
+from sheaf.bootstrap import freeze_startup_heap
 from sheaf.config import Settings
 from sheaf.domain.chunking import content_hash
 from sheaf.services.deps import Deps
@@ -204,6 +208,7 @@ async def _stores(
         await asyncio.to_thread(upgrade, url)
         cached = await open_store(url)
         streamed = await open_store(url, search_cache_bytes=0, keyword_cache_bytes=0)
+        freeze_startup_heap()  # as the API does once its resources are open
         try:
             yield cached, streamed
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -31,6 +32,16 @@ from sheaf.ports import BlobStore, Embedder, Extractor, KeyStore, MessageBus, Wo
 from sheaf.services.deps import Deps
 
 log = logging.getLogger(__name__)
+
+
+def freeze_startup_heap() -> None:
+    """Move every object start-up made (modules, settings, the app, the adapters) out of
+    the cyclic garbage collector's reach (`gc.freeze`). A full collection walks every
+    tracked object: the ~170,000 that Sheaf's imports leave took 84 ms to walk on a 2-core
+    AMD EPYC, a pause of the event loop (and of whichever search was running) every few
+    hundred searches. Later collections walk only what was made since."""
+    gc.collect()
+    gc.freeze()
 
 
 def migrate(settings: Settings) -> None:
