@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from sheaf.adapters.sql import open_store
+from sheaf.adapters.sql import open_store, postings
 from sheaf.adapters.sql.store import SqlDocumentStore
 from sheaf.domain.models import SearchFilter, SearchHit
 from tests.integration.conftest import NewDocumentFactory
@@ -166,3 +166,26 @@ async def test_a_collection_over_the_budget_is_scored_on_the_server(
     finally:
         await small.close()
         await server.close()
+
+
+async def test_a_large_load_runs_in_the_background_while_the_server_scores(
+    stores: tuple[SqlDocumentStore, SqlDocumentStore],
+    new_document: NewDocumentFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over `INLINE_LOAD_CHUNKS` new chunks, searches go to the server until the load ends."""
+    monkeypatch.setattr(postings, "INLINE_LOAD_CHUNKS", 100)
+    cached, server = stores
+    scored_on_server = server_scored(cached)
+    rng = random.Random(14)
+    for size in (150, 60):
+        document, _ = await cached.create_document(new_document())
+        await completed(cached, document, *texts(*bodies(rng, size)))
+    await assert_same_rankings(cached, server, ["waa wab"])  # 210 chunks: loads in background
+    assert scored_on_server  # at least the first search was the server's
+    await cached.caches_loaded()
+    scored_on_server.clear()
+    small, _ = await cached.create_document(new_document())
+    await completed(cached, small, *texts(*bodies(rng, 90)))  # 90 new: loaded inline
+    await assert_same_rankings(cached, server, ["waa wab", "wac wad"])
+    assert scored_on_server == []

@@ -170,7 +170,18 @@ class PostgresDocumentStore(SqlDocumentStore):
     ) -> None:
         super().__init__(engine, search_cache_bytes=search_cache_bytes)
         self._calls = FunctionCalls(engine)
-        self._postings = PostingsCache(keyword_cache_bytes) if keyword_cache_bytes > 0 else None
+        self._postings = None
+        if keyword_cache_bytes > 0:
+            self._postings = PostingsCache(keyword_cache_bytes, self._read)
+
+    async def caches_loaded(self) -> None:
+        if self._postings is not None:
+            await self._postings.loaded()
+
+    async def close(self) -> None:
+        if self._postings is not None:
+            await self._postings.close()
+        await super().close()
 
     def _cache_lookup(
         self, collection: str, model: str, content_hashes: Sequence[str]
