@@ -54,6 +54,7 @@ class _Space:
     size: int = 0
     dead: int = 0
     blocks: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # id → token, rows
+    listed: dict[str, tuple[str, int]] = field(default_factory=dict)  # as last loaded
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
@@ -186,14 +187,16 @@ class VectorCache:
         self._spaces.move_to_end(key)
         async with space.lock:
             listed = await _live_documents(conn, key[0])
-            blocks = space.blocks.items()
-            gone = [doc for doc, (token, _, _) in blocks if listed_token(listed, doc) != token]
-            for doc in gone:
-                space.drop(doc)
-            new = {doc: listed[doc] for doc in listed.keys() - space.blocks.keys()}
-            if not self._make_room(key, space, sum(count for _, count in new.values())):
-                return None
-            await _load(conn, space, key, new, live_chunks)
+            if listed != space.listed:  # else nothing changed since the last search
+                blocks = space.blocks.items()
+                gone = [doc for doc, (token, _, _) in blocks if listed_token(listed, doc) != token]
+                for doc in gone:
+                    space.drop(doc)
+                new = {doc: listed[doc] for doc in listed.keys() - space.blocks.keys()}
+                if not self._make_room(key, space, sum(count for _, count in new.values())):
+                    return None
+                await _load(conn, space, key, new, live_chunks)
+                space.listed = listed
             if space.size * space.dimensions < _INLINE_PRODUCT:
                 return space.top(query, k, documents)
             # Tens of milliseconds of memory-bound arithmetic (numpy releases the GIL):
