@@ -183,8 +183,9 @@ class Settings(BaseModel):
         256 * MiB,
         ge=0,
         description="PostgreSQL: memory keyword search may keep each searched collection's "
-        "postings in between searches, per API process (about 100 MiB per 100,000 chunks of "
-        "prose); a collection that does not fit is scored on the server on every search. "
+        "postings in between searches, per API process (about 70 MiB per 100,000 chunks of "
+        "1,000 characters); a collection that does not fit is scored on the server on every "
+        "search. "
         "0 = no cache.",
     )
 

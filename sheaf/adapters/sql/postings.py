@@ -57,7 +57,7 @@ _COMPACT_WHEN_DEAD = 0.5
 INLINE_LOAD_CHUNKS = 10_000
 Connect = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
 log = logging.getLogger(__name__)
-DEFAULT_KEYWORD_CACHE_BYTES = 256 * 1024 * 1024  # ~250,000 chunks of prose
+DEFAULT_KEYWORD_CACHE_BYTES = 256 * 1024 * 1024  # ~350,000 chunks of 1,000 characters
 
 # The completed documents of a collection: id, token of the live chunks, chunk count
 # (summed, it is the N of `_KEYWORD`, which counts documents without a token too).
