@@ -69,6 +69,7 @@ from sheaf.adapters.sql.store import (
     SqlDocumentStore,
     fetch_row,
     filter_clause,
+    lease_lost,
     live_chunks,
     scan_keyword_ranking,
     shielded,
@@ -88,7 +89,7 @@ from sheaf.domain.models import (
     Status,
 )
 from sheaf.domain.retry import retry_delay
-from sheaf.errors import ConfigError, LeaseLost, SheafError, StoreUnavailable, TransientError
+from sheaf.errors import ConfigError, SheafError, StoreUnavailable, TransientError
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -679,9 +680,7 @@ class MssqlDocumentStore(SqlDocumentStore):
             stage_seconds=json.dumps(completion.stage_seconds),
         )
         if not row.completed:
-            raise LeaseLost(
-                f"the lease on document {lease.document_id} is no longer held by this token"
-            )
+            raise lease_lost(lease.document_id)
 
     async def find_expired_leases(self, limit: int) -> list[Dispatch]:
         if limit <= 0:

@@ -31,6 +31,7 @@ from sheaf.adapters.sql.store import (
     SqlDocumentStore,
     allowed_documents,
     filter_clause,
+    lease_lost,
     live_chunks,
     shielded,
 )
@@ -48,7 +49,6 @@ from sheaf.domain.models import (
     Status,
 )
 from sheaf.domain.search import BM25_B, BM25_K1, repeated
-from sheaf.errors import LeaseLost
 
 log = logging.getLogger(__name__)
 
@@ -326,9 +326,7 @@ class PostgresDocumentStore(SqlDocumentStore):
             json.dumps(completion.stage_seconds),
         )
         if not row[0]:
-            raise LeaseLost(
-                f"the lease on document {lease.document_id} is no longer held by this token"
-            )
+            raise lease_lost(lease.document_id)
 
     @shielded
     async def find_expired_leases(self, limit: int) -> list[Dispatch]:
