@@ -569,12 +569,15 @@ def lease_lost(document_id: str) -> LeaseLost:
     return LeaseLost(f"the lease on document {document_id} is no longer held by this token")
 
 
+def _leased(document_id: str, token: str) -> ColumnElement[bool]:
+    """The document's row while `token` holds its lease."""
+    d = documents.c
+    return (d.id == document_id) & (d.lease_token == token) & (d.status == Status.PROCESSING)
+
+
 async def lock_leased_row(conn: AsyncConnection, document_id: str, token: str) -> None:
     """Lock the row while `token` still holds its lease, else raise `LeaseLost`."""
-    d = documents.c
-    query = select(d.id).where(
-        d.id == document_id, d.lease_token == token, d.status == Status.PROCESSING
-    )
+    query = select(documents.c.id).where(_leased(document_id, token))
     if (await conn.execute(query.with_for_update())).first() is None:
         raise lease_lost(document_id)
 
@@ -583,8 +586,7 @@ async def record_stage(conn: AsyncConnection, document_id: str, token: str, stag
     """Set the stage on the row while `token` still holds its lease (the UPDATE locks the
     row, as `lock_leased_row` does), else raise `LeaseLost`; and on its attempt, as a
     renewal does."""
-    d = documents.c
-    leased = (d.id == document_id) & (d.lease_token == token) & (d.status == Status.PROCESSING)
+    leased = _leased(document_id, token)
     staged = await conn.execute(update(documents).where(leased).values(current_stage=stage))
     if staged.rowcount != 1:
         raise lease_lost(document_id)
