@@ -249,10 +249,7 @@ class PostgresDocumentStore(SqlDocumentStore):
         filters then choose among them."""
         query_text = " ".join(repeated(terms))
         if self._postings is not None:
-            allowed = filter_clause(filters)
-            documents_allowed = None
-            if allowed is not None:
-                documents_allowed = await allowed_documents(conn, collection, allowed)
+            documents_allowed = await allowed_documents(conn, collection, filters)
             ranked = await self._postings.search(conn, collection, query_text, k, documents_allowed)
             if ranked is not None:
                 return ranked

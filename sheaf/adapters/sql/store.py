@@ -473,9 +473,7 @@ class SqlDocumentStore(ABC):
         async with self._read() as conn:
             ranked = None
             if self._vectors is not None:
-                documents_allowed = None
-                if allowed is not None:
-                    documents_allowed = await allowed_documents(conn, collection, allowed)
+                documents_allowed = await allowed_documents(conn, collection, filters)
                 ranked = await self._vectors.search(
                     conn, key, query, k, _live_chunks(), documents_allowed
                 )
@@ -884,8 +882,13 @@ def filter_clause(filters: SearchFilter | None) -> ColumnElement[bool] | None:
 
 
 async def allowed_documents(
-    conn: AsyncConnection, collection: str, allowed: ColumnElement[bool]
-) -> set[str]:
+    conn: AsyncConnection, collection: str, filters: SearchFilter | None
+) -> set[str] | None:
+    """The completed documents of the collection that `filters` allow; None when it sets
+    no condition (every document is allowed)."""
+    allowed = filter_clause(filters)
+    if allowed is None:
+        return None
     d = documents.c
     query = select(d.id).where(d.collection == collection, d.status == Status.COMPLETED, allowed)
     return set((await conn.execute(query)).scalars())
